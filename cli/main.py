@@ -1,0 +1,68 @@
+"""`recon`: the operator's command line."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cli.environment import prepare_environment
+
+app = typer.Typer(help="Alpaca position reconciliation.", no_args_is_help=True)
+db_app = typer.Typer(help="The app database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+prepare_environment()
+
+
+@app.command()
+def sync(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the result as one JSON object.")
+    ] = False,
+    allow_mass_removal: Annotated[
+        bool, typer.Option(help="Apply a removal over the cap (RECON_MAX_REMOVALS/_PCT).")
+    ] = False,
+    demo: Annotated[
+        bool, typer.Option(help="Run against a simulated broker started for this command.")
+    ] = False,
+) -> None:
+    """Reconcile once, now, and print what changed. Exits 1 if the run failed."""
+    from cli.sync import run_sync
+
+    raise typer.Exit(run_sync(as_json=as_json, allow_mass_removal=allow_mass_removal, demo=demo))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the database migrations (the commands that need tables do this themselves)."""
+    from recon.settings import get_settings
+    from recon.store.database import current_revision, upgrade
+
+    url = get_settings().resolved_database_url
+    upgrade(url)
+    typer.echo(f"database at revision {current_revision(url)}")
+
+
+@app.command()
+def simulator(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8765,
+    seed: Annotated[int, typer.Option(help="Seed of the generated portfolio.")] = 42,
+    drift_seconds: Annotated[
+        float, typer.Option(help="Advance the portfolio every N s; 0 = only on request.")
+    ] = 30.0,
+    api_key: Annotated[str, typer.Option(envvar="ALPACA_API_KEY")] = "sim-key",
+    secret_key: Annotated[str, typer.Option(envvar="ALPACA_SECRET_KEY")] = "sim-secret",  # noqa: S107
+) -> None:
+    """Serve the simulated Alpaca broker (point ALPACA_BASE_URL at it)."""
+    from simulator.server import SimulatorConfig, serve
+
+    serve(
+        SimulatorConfig(
+            port=port,
+            seed=seed,
+            drift_seconds=drift_seconds,
+            api_key=api_key,
+            secret_key=secret_key,
+        )
+    )

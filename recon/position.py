@@ -1,0 +1,110 @@
+"""The position record: which fields exist, which ones matter, and how one raw record is read."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from alpaca.trading.models import Position as AlpacaPosition
+from pydantic import ValidationError
+
+KEY = ("account_id", "asset_id")
+
+# A change in any of these is a real change to the book: it makes an update and an event.
+MATERIAL_FIELDS = (
+    "symbol",
+    "exchange",
+    "asset_class",
+    "side",
+    "asset_marginable",
+    "qty",
+    "qty_available",
+    "avg_entry_price",
+    "cost_basis",
+)
+# Mark-to-market: refreshed on every run, never a change by itself (prices move all day).
+MARKET_FIELDS = (
+    "current_price",
+    "lastday_price",
+    "change_today",
+    "market_value",
+    "unrealized_pl",
+    "unrealized_plpc",
+    "unrealized_intraday_pl",
+    "unrealized_intraday_plpc",
+)
+DECIMAL_FIELDS = frozenset(
+    {"qty", "qty_available", "avg_entry_price", "cost_basis", *MARKET_FIELDS}
+)
+REQUIRED_DECIMALS = frozenset({"qty", "avg_entry_price", "cost_basis"})
+COLUMNS = (*KEY, *MATERIAL_FIELDS, *MARKET_FIELDS)
+
+
+class RecordError(ValueError):
+    """One raw position record cannot be used; it fails its own symbol only."""
+
+
+def to_decimal(value: Any, field: str) -> Decimal | None:
+    """Alpaca sends decimal strings; a float here would already have lost digits."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise RecordError(f"{field} must be a decimal string, got {type(value).__name__}")
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        raise RecordError(f"{field} is not a number: {value!r}") from None
+    if not number.is_finite():
+        raise RecordError(f"{field} is not finite: {value!r}")
+    return number
+
+
+def decimal_text(value: Decimal | None) -> str | None:
+    """Plain notation, never exponent: `format(Decimal('1E-7'), 'f') == '0.0000001'`."""
+    return None if value is None else format(value, "f")
+
+
+def parse_record(raw: Any, account_id: str) -> dict[str, Any]:
+    """Validate one raw record against alpaca-py's own model, then read numbers exactly.
+
+    The SDK model is the schema (enums for exchange, asset_class and side included); its
+    string fields are then read straight from the raw JSON into `Decimal`.
+    """
+    if not isinstance(raw, dict):
+        raise RecordError("record is not a JSON object")
+    try:
+        model = AlpacaPosition.model_validate(raw)
+    except ValidationError as exc:
+        raise RecordError(_summarize(exc)) from None
+    record: dict[str, Any] = {
+        "account_id": account_id,
+        "asset_id": str(model.asset_id),
+        # One documented Alpaca example has "AAPL " with a trailing space; identity is
+        # the asset_id, the symbol is a label.
+        "symbol": model.symbol.strip(),
+        "exchange": model.exchange.value,
+        "asset_class": model.asset_class.value,
+        "side": model.side.value,
+        "asset_marginable": model.asset_marginable,
+    }
+    for field in DECIMAL_FIELDS:
+        record[field] = to_decimal(raw.get(field), field)
+    missing = sorted(f for f in REQUIRED_DECIMALS if record[f] is None)
+    if missing:
+        raise RecordError(f"missing {', '.join(missing)}")
+    qty: Decimal = record["qty"]
+    if qty == 0 or (qty < 0) != (record["side"] == "short"):
+        raise RecordError(f"qty {decimal_text(qty)} does not match side {record['side']}")
+    return record
+
+
+def _summarize(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        where = ".".join(str(p) for p in err["loc"]) or "record"
+        value = err.get("input")
+        shown = (
+            f" (got {value!r})" if isinstance(value, str | int | None) and where != "record" else ""
+        )
+        parts.append(f"{where}: {err['msg']}{shown}")
+    return "; ".join(parts)

@@ -1,0 +1,24 @@
+"""Reading the local book for one account as a frame the diff understands."""
+
+from __future__ import annotations
+
+import pandas as pd
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from recon.position import COLUMNS
+from recon.store.models import Position
+
+_COLUMNS = [getattr(Position, name) for name in COLUMNS]
+
+
+def load_book(session: Session, account_id: str) -> pd.DataFrame:
+    """Every local row of `account_id`, indexed by asset_id, decimals as `Decimal`."""
+    rows = session.execute(select(*_COLUMNS).where(Position.account_id == account_id)).all()
+    frame = pd.DataFrame.from_records(rows, columns=list(COLUMNS)).astype(object)
+    return frame.set_index("asset_id", drop=False)
+
+
+def count_positions(session: Session, account_id: str) -> int:
+    query = select(func.count()).select_from(Position).where(Position.account_id == account_id)
+    return int(session.execute(query).scalar_one())

@@ -1,0 +1,79 @@
+"""The append-only change journal. Its ids are SSE event ids: commit order = id order."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import insert, select, text
+from sqlalchemy.orm import Session
+
+from recon.diff import PositionChange
+from recon.store.models import PositionChange as ChangeRow
+from recon.store.models import PositionEvent
+
+POSITION_UPDATED = "position:updated"
+SYSTEM_ERROR = "system:error"
+SOURCE = "position-reconciliation-job"
+
+# Any constant will do: it only has to be the same in every writer of the journal.
+_JOURNAL_LOCK_KEY = 0x5245434F4E  # "RECON"
+
+
+def append_event(
+    session: Session,
+    *,
+    type: str,
+    payload: dict[str, Any],
+    account_id: str | None = None,
+    sync_run_id: int | None = None,
+    flow_run_id: str | None = None,
+    changes: Sequence[PositionChange] = (),
+) -> int:
+    """Append one event (and its per-position rows) inside the caller's transaction."""
+    _serialize_writers(session)
+    now = datetime.now(UTC)
+    event_id = session.execute(
+        insert(PositionEvent)
+        .values(
+            type=type,
+            payload=payload,
+            account_id=account_id,
+            sync_run_id=sync_run_id,
+            flow_run_id=flow_run_id,
+            created_at=now,
+        )
+        .returning(PositionEvent.id)
+    ).scalar_one()
+    if changes and account_id is not None:
+        session.execute(
+            insert(ChangeRow),
+            [
+                {
+                    "event_id": event_id,
+                    "account_id": account_id,
+                    "asset_id": change.asset_id,
+                    "symbol": change.symbol,
+                    "change": change.kind,
+                    "fields": change.as_dict()["fields"],
+                    "created_at": now,
+                }
+                for change in changes
+            ],
+        )
+    return int(event_id)
+
+
+def read_events(session: Session, after_id: int, limit: int = 500) -> list[PositionEvent]:
+    query = select(PositionEvent).where(PositionEvent.id > after_id).order_by(PositionEvent.id)
+    return list(session.scalars(query.limit(limit)))
+
+
+def _serialize_writers(session: Session) -> None:
+    """On PostgreSQL, ids come from a sequence when the INSERT runs, not when it commits:
+    two overlapping writers could commit id 8 before id 7, and a reader tailing `id > 7`
+    would skip 7 for ever. A transaction-scoped advisory lock makes journal writers take
+    turns. SQLite already allows one writer at a time."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _JOURNAL_LOCK_KEY})

@@ -1,0 +1,116 @@
+"""Tables: the book (`positions`), one row per run (`sync_runs`) and the append-only journal."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from recon.store.types import BigId, Document, ExactDecimal, UTCDateTime
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {Decimal: ExactDecimal(), datetime: UTCDateTime()}
+
+
+class Position(Base):
+    """The local book: one row per (account, asset). The asset_id is the identity."""
+
+    __tablename__ = "positions"
+
+    account_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    asset_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    symbol: Mapped[str] = mapped_column(String(64))
+    exchange: Mapped[str] = mapped_column(String(32))
+    asset_class: Mapped[str] = mapped_column(String(32))
+    side: Mapped[str] = mapped_column(String(8))
+    asset_marginable: Mapped[bool | None]
+    qty: Mapped[Decimal]
+    qty_available: Mapped[Decimal | None]
+    avg_entry_price: Mapped[Decimal]
+    cost_basis: Mapped[Decimal]
+    current_price: Mapped[Decimal | None]
+    lastday_price: Mapped[Decimal | None]
+    change_today: Mapped[Decimal | None]
+    market_value: Mapped[Decimal | None]
+    unrealized_pl: Mapped[Decimal | None]
+    unrealized_plpc: Mapped[Decimal | None]
+    unrealized_intraday_pl: Mapped[Decimal | None]
+    unrealized_intraday_plpc: Mapped[Decimal | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]  # last material change
+    refreshed_at: Mapped[datetime]  # last run that saw it
+    sync_run_id: Mapped[int | None] = mapped_column(ForeignKey("sync_runs.id"))
+
+    __table_args__ = (Index("ix_positions_account_symbol", "account_id", "symbol"),)
+
+
+class SyncRun(Base):
+    """One row per reconciliation, successful or not; survives restarts (the old stats did not)."""
+
+    __tablename__ = "sync_runs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    flow_run_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    account_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # completed | failed | crashed
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime]
+    created_count: Mapped[int] = mapped_column(default=0)
+    updated_count: Mapped[int] = mapped_column(default=0)
+    removed_count: Mapped[int] = mapped_column(default=0)
+    unchanged_count: Mapped[int] = mapped_column(default=0)
+    error_count: Mapped[int] = mapped_column(default=0)
+    market_open: Mapped[bool | None]
+    result: Mapped[dict[str, Any] | None] = mapped_column(Document)
+    reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_sync_runs_finished_at", "finished_at"),)
+
+
+class PositionEvent(Base):
+    """Append-only journal; the id is the SSE event id, so it only ever grows."""
+
+    __tablename__ = "position_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    type: Mapped[str] = mapped_column(String(32))  # position:updated | system:error
+    account_id: Mapped[str | None] = mapped_column(String(64))
+    sync_run_id: Mapped[int | None] = mapped_column(ForeignKey("sync_runs.id"))
+    flow_run_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(Document)
+    created_at: Mapped[datetime]
+
+
+class PositionChange(Base):
+    """One row per position per change event: the history of a single position."""
+
+    __tablename__ = "position_changes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("position_events.id"), index=True)
+    account_id: Mapped[str] = mapped_column(String(64))
+    asset_id: Mapped[str] = mapped_column(String(64))
+    symbol: Mapped[str] = mapped_column(String(64))
+    change: Mapped[str] = mapped_column(String(16))  # created | updated | removed
+    fields: Mapped[dict[str, Any]] = mapped_column(Document)
+    created_at: Mapped[datetime]
+
+    __table_args__ = (
+        Index("ix_position_changes_account_asset", "account_id", "asset_id"),
+        Index("ix_position_changes_account_symbol", "account_id", "symbol"),
+    )
+
+
+class SyncLease(Base):
+    """The database-side guard against two runs writing at once (see `recon.store.lock`)."""
+
+    __tablename__ = "sync_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    acquired_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
