@@ -56,6 +56,10 @@ def to_decimal(value: Any, field: str) -> Decimal | None:
         raise RecordError(f"{field} is not a number: {value!r}") from None
     if not number.is_finite():
         raise RecordError(f"{field} is not finite: {value!r}")
+    if number.is_zero() and number.is_signed():
+        # PostgreSQL NUMERIC has no negative zero; read "-0.00" as "0.00" on every store
+        # so both dialects hand back the same string.
+        return number.copy_abs()
     return number
 
 

@@ -1,0 +1,176 @@
+"""The store on real SQLite and PostgreSQL: exact round trips, one transaction, the lock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from recon.diff import diff_positions, empty_book
+from recon.errors import SyncInProgressError
+from recon.result import RunResult
+from recon.snapshot import AccountSummary, Snapshot
+from recon.store.book import load_book
+from recon.store.database import engine_for, session_factory
+from recon.store.journal import POSITION_UPDATED, SYSTEM_ERROR, read_events
+from recon.store.lock import sync_lock
+from recon.store.models import Position, PositionChange, PositionEvent, SyncRun
+from recon.store.writer import apply_reconciliation, record_failure
+from tests.factories import ACCOUNT_ID, frame, raw_position
+
+
+def snapshot_of(raw: list[dict[str, object]], account_id: str = ACCOUNT_ID) -> Snapshot:
+    account = AccountSummary(account_id, Decimal(0), Decimal(0), Decimal(0))
+    return Snapshot(account=account, positions=frame(raw, account_id))  # type: ignore[arg-type]
+
+
+def reconcile(url: str, raw: list[dict[str, object]], account_id: str = ACCOUNT_ID) -> RunResult:
+    snapshot = snapshot_of(raw, account_id)
+    with session_factory(url)() as session:
+        book = load_book(session, account_id)
+    diff = diff_positions(book, snapshot.positions)
+    result = RunResult.from_diff(
+        snapshot, diff, started_at=datetime.now(UTC), flow_run_id="manual-test"
+    )
+    return apply_reconciliation(session_factory(url), diff, result)
+
+
+def count(url: str, model: type) -> int:
+    with session_factory(url)() as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+digits = st.decimals(allow_nan=False, allow_infinity=False, places=None).filter(
+    lambda d: d != 0 and abs(d.adjusted()) < 20
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(qty=digits, price=st.decimals(min_value="0.0001", max_value=10**9, allow_nan=False))
+def test_decimals_round_trip_as_the_same_string(
+    database_url: str, qty: Decimal, price: Decimal
+) -> None:
+    qty_text, price_text = format(qty, "f"), format(price, "f")
+    raw = raw_position("X", qty_text, price_text, asset="00000000-0000-4000-8000-0000000000aa")
+    reconcile(database_url, [raw])
+    with session_factory(database_url)() as session:
+        row = session.get(Position, (ACCOUNT_ID, raw["asset_id"]))
+        assert row is not None
+        assert format(row.qty, "f") == qty_text
+        assert format(row.current_price, "f") == price_text  # type: ignore[arg-type]
+        assert format(row.cost_basis, "f") == raw["cost_basis"]
+
+
+def test_negative_zero_is_read_as_zero(database_url: str) -> None:
+    raw = raw_position("TSLA", "-3", "200")
+    raw["unrealized_pl"] = "-0.00"
+    reconcile(database_url, [raw])
+    with session_factory(database_url)() as session:
+        row = session.get(Position, (ACCOUNT_ID, raw["asset_id"]))
+        assert row is not None and format(row.unrealized_pl, "f") == "0.00"  # type: ignore[arg-type]
+
+
+def test_thirty_digit_cost_basis_survives(database_url: str) -> None:
+    raw = raw_position("AAPL", "2.5132", "156.76")
+    raw["cost_basis"] = "393.9945987569474165523984"
+    raw["avg_entry_price"] = "156.7700934095764032"
+    reconcile(database_url, [raw])
+    with session_factory(database_url)() as session:
+        row = session.get(Position, (ACCOUNT_ID, raw["asset_id"]))
+        assert row is not None and format(row.cost_basis, "f") == "393.9945987569474165523984"
+        assert format(row.avg_entry_price, "f") == "156.7700934095764032"
+
+
+def test_run_row_journal_and_history_are_written_together(database_url: str) -> None:
+    first = reconcile(database_url, [raw_position("AAPL", "10"), raw_position("MSFT", "5")])
+    assert first.created == ["AAPL", "MSFT"] and first.event_id is not None
+    second = reconcile(database_url, [raw_position("AAPL", "12"), raw_position("TSLA", "-3")])
+    assert (second.created, second.updated, second.removed) == (["TSLA"], ["AAPL"], ["MSFT"])
+    with session_factory(database_url)() as session:
+        events = read_events(session, 0)
+        assert [e.type for e in events] == [POSITION_UPDATED, POSITION_UPDATED]
+        assert events[1].payload["updated"] == ["AAPL"]
+        assert events[0].id < events[1].id
+        history = session.scalars(
+            select(PositionChange)
+            .where(PositionChange.symbol == "AAPL")
+            .order_by(PositionChange.id)
+        ).all()
+        assert [h.change for h in history] == ["created", "updated"]
+        assert history[1].fields["qty"] == {"before": "10", "after": "12"}
+        run = session.get(SyncRun, second.sync_run_id)
+        assert run is not None and run.status == "completed" and run.removed_count == 1
+        assert run.result is not None and run.result["summary"]["totalChanges"] == 3
+
+
+def test_identical_run_writes_no_position_updated(database_url: str) -> None:
+    book = [raw_position("AAPL", "10"), raw_position("BTCUSD", "0.5", "60000.5")]
+    reconcile(database_url, book)
+    again = reconcile(database_url, book)
+    assert again.total_changes == 0 and again.event_id is None
+    assert count(database_url, PositionEvent) == 1
+    assert count(database_url, SyncRun) == 2
+
+
+def test_other_accounts_are_never_touched(database_url: str) -> None:
+    other = "99999999-0000-4000-8000-000000000000"
+    reconcile(database_url, [raw_position("AAPL", "1")], account_id=other)
+    reconcile(database_url, [raw_position("MSFT", "1")])
+    reconcile(database_url, [])  # this account goes flat
+    with session_factory(database_url)() as session:
+        assert load_book(session, other)["symbol"].tolist() == ["AAPL"]
+        assert load_book(session, ACCOUNT_ID).empty
+
+
+def test_failed_write_leaves_book_and_journal_untouched(database_url: str) -> None:
+    reconcile(database_url, [raw_position("AAPL", "10")])
+    bad = [raw_position("AAPL", "11"), raw_position("MSFT", "5")]
+    snapshot = snapshot_of(bad)
+    with session_factory(database_url)() as session:
+        diff = diff_positions(load_book(session, ACCOUNT_ID), snapshot.positions)
+    result = RunResult.from_diff(snapshot, diff, started_at=datetime.now(UTC), flow_run_id="x")
+    # A row the database rejects (NOT NULL symbol) half-way through the transaction.
+    diff.created.loc[diff.created.index[0], "symbol"] = None
+    with pytest.raises(IntegrityError):
+        apply_reconciliation(session_factory(database_url), diff, result)
+    with session_factory(database_url)() as session:
+        book = load_book(session, ACCOUNT_ID)
+    assert book["qty"].tolist() == [Decimal("10")]
+    assert count(database_url, PositionEvent) == 1
+    assert count(database_url, SyncRun) == 1
+
+
+def test_failure_is_recorded_once_per_flow_run(database_url: str) -> None:
+    sessions = session_factory(database_url)
+    started = datetime.now(UTC)
+    first = record_failure(sessions, flow_run_id="fr-1", started_at=started, reason="boom")
+    second = record_failure(sessions, flow_run_id="fr-1", started_at=started, reason="boom")
+    assert first is not None and second is None
+    with sessions() as session:
+        (event,) = read_events(session, 0)
+        assert event.type == SYSTEM_ERROR
+        assert event.payload["message"] == "Position reconciliation failed"
+        assert event.payload["error"] == "boom" and event.payload["flowRunId"] == "fr-1"
+    assert count(database_url, SyncRun) == 1
+
+
+def test_second_lock_holder_fails_fast(database_url: str) -> None:
+    engine = engine_for(database_url)
+    with sync_lock(engine), pytest.raises(SyncInProgressError, match="another reconciliation"):
+        with sync_lock(engine):
+            pass
+    with sync_lock(engine):  # released
+        pass
+
+
+def test_empty_book_frame_matches_loaded_shape(database_url: str) -> None:
+    with session_factory(database_url)() as session:
+        loaded = load_book(session, ACCOUNT_ID)
+    assert list(loaded.columns) == list(empty_book().columns)
