@@ -163,9 +163,10 @@ def test_failure_is_recorded_once_per_flow_run(database_url: str) -> None:
 
 def test_second_lock_holder_fails_fast(database_url: str) -> None:
     engine = engine_for(database_url)
-    with sync_lock(engine), pytest.raises(SyncInProgressError, match="another reconciliation"):
-        with sync_lock(engine):
-            pass
+    with sync_lock(engine):
+        second = sync_lock(engine)
+        with pytest.raises(SyncInProgressError, match="another reconciliation"):
+            second.__enter__()
     with sync_lock(engine):  # released
         pass
 
