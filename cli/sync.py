@@ -23,7 +23,7 @@ def run_sync(*, as_json: bool, allow_mass_removal: bool, demo: bool) -> int:
             else:
                 typer.secho(f"Reconciliation failed: {reason}", fg="red", err=True)
             return 1
-        result: dict[str, Any] = state.result()  # type: ignore[assignment]
+        result: dict[str, Any] = state.result()
     typer.echo(json.dumps(result) if as_json else render(result))
     return 0
 
@@ -57,9 +57,8 @@ def render(result: dict[str, Any]) -> str:
 @contextlib.contextmanager
 def _demo_broker() -> Iterator[None]:
     """Start the simulated broker in this process and point the settings at it."""
-    from simulator.server import SimulatorConfig, SimulatorServer
-
     from recon.settings import get_settings
+    from simulator.server import SimulatorConfig, SimulatorServer
 
     config = SimulatorConfig()
     with SimulatorServer(config) as server:

@@ -133,7 +133,9 @@ def _updates(
 
 def _whole_row(row: dict[str, Any], kind: ChangeKind) -> PositionChange:
     values = {name: _text(row[name]) for name in MATERIAL_FIELDS if row[name] is not None}
-    fields = {n: ((None, v) if kind == "created" else (v, None)) for n, v in values.items()}
+    fields: dict[str, tuple[str | None, str | None]] = {
+        n: ((None, v) if kind == "created" else (v, None)) for n, v in values.items()
+    }
     return PositionChange(row["asset_id"], row["symbol"], kind, fields)
 
 

@@ -76,3 +76,37 @@ def prefect_server() -> Iterator[None]:
         temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
     ):
         yield
+
+
+@pytest.fixture(scope="session")
+def simulator_server() -> Iterator[object]:
+    from simulator.server import SimulatorConfig, SimulatorServer
+
+    with SimulatorServer(SimulatorConfig(seed=7, drift_seconds=0)) as server:
+        yield server
+
+
+@pytest.fixture
+def sim(simulator_server: object) -> Iterator[object]:
+    from tests.sim import Sim
+
+    handle = Sim(
+        base_url=simulator_server.base_url,  # type: ignore[attr-defined]
+        api_key=simulator_server.config.api_key,  # type: ignore[attr-defined]
+        secret_key=simulator_server.config.secret_key,  # type: ignore[attr-defined]
+    )
+    handle.reset()
+    yield handle
+    handle.reset()
+
+
+@pytest.fixture
+def configured(env: pytest.MonkeyPatch, sim: object, database_url: str) -> str:
+    """Settings pointing the flow at the simulator and the test database, fast retries."""
+    env.setenv("ALPACA_BASE_URL", sim.base_url)  # type: ignore[attr-defined]
+    env.setenv("ALPACA_API_KEY", sim.api_key)  # type: ignore[attr-defined]
+    env.setenv("ALPACA_SECRET_KEY", sim.secret_key)  # type: ignore[attr-defined]
+    env.setenv("RECON_DATABASE_URL", database_url)
+    env.setenv("RECON_FETCH_BACKOFF_SECONDS", "0.05")
+    env.setenv("RECON_HTTP_TIMEOUT_SECONDS", "2")
+    return database_url

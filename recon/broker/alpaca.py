@@ -23,12 +23,12 @@ class _TimeoutSession(requests.Session):
         super().__init__()
         self._timeout = timeout
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("timeout", self._timeout)
         return super().request(method, url, *args, **kwargs)
 
 
-class _BoundedTradingClient(TradingClient):  # type: ignore[misc]
+class _BoundedTradingClient(TradingClient):
     """`TradingClient` with a request timeout and without its own retry loop.
 
     alpaca-py 0.44's constructor exposes neither: it retries 429/504 three times, 3 s

@@ -179,4 +179,5 @@ def _delete(session: Session, account_id: str, asset_ids: list[str]) -> None:
 
 
 def _records(rows: pd.DataFrame, extra: dict[str, Any]) -> list[dict[str, Any]]:
-    return [r | extra for r in rows[list(COLUMNS)].to_dict(orient="records")]  # type: ignore[operator]
+    records: list[dict[str, Any]] = rows[list(COLUMNS)].to_dict(orient="records")  # type: ignore[assignment]
+    return [r | extra for r in records]

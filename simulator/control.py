@@ -1,0 +1,88 @@
+"""`/_sim/...`: the unauthenticated control API, answered only to loopback clients."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from simulator.faults import Fault
+from simulator.state import Simulator
+
+
+class StepRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(default=1, ge=1, le=10_000)
+
+
+class LoadRequest(BaseModel):
+    """Raw Alpaca payloads; records are kept as given, malformed ones included, on purpose."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    positions: list[dict[str, Any]]
+    account: dict[str, Any] | None = None
+
+
+def _loopback_only(request: Request) -> None:
+    # The control API has no auth, so it must stay unreachable even when the broker side is
+    # bound to a public interface for a demo.
+    host = request.client.host if request.client else ""
+    try:
+        allowed = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        allowed = False
+    if not allowed:
+        raise HTTPException(status_code=403, detail="the control API answers loopback only")
+
+
+def control_router(sim: Simulator) -> APIRouter:
+    router = APIRouter(prefix="/_sim", dependencies=[Depends(_loopback_only)])
+
+    @router.get("/state")
+    async def state() -> dict[str, Any]:
+        sim.catch_up()
+        return sim.state()
+
+    @router.post("/step")
+    async def step(body: Annotated[StepRequest | None, Body()] = None) -> dict[str, Any]:
+        sim.portfolio.advance((body or StepRequest()).n)
+        return sim.state()
+
+    @router.put("/positions")
+    async def load(body: LoadRequest) -> dict[str, Any]:
+        sim.portfolio.load(body.positions, body.account)
+        return sim.state()
+
+    @router.delete("/positions")
+    async def unload() -> dict[str, Any]:
+        sim.portfolio.unload()
+        return sim.state()
+
+    @router.post("/fault")
+    async def arm(fault: Fault) -> dict[str, Any]:
+        sim.faults.arm(fault)
+        return sim.state()
+
+    @router.delete("/fault")
+    async def disarm() -> dict[str, Any]:
+        sim.faults.clear()
+        return sim.state()
+
+    @router.post("/reset")
+    async def reset() -> dict[str, Any]:
+        sim.reset()
+        return sim.state()
+
+    @router.get("/requests")
+    async def requests() -> list[dict[str, Any]]:
+        return sim.log.entries()
+
+    @router.delete("/requests")
+    async def clear_requests() -> dict[str, int]:
+        return {"cleared": sim.log.clear()}
+
+    return router
