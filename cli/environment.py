@@ -13,5 +13,7 @@ def prepare_environment() -> None:
     """
     data_dir = Path(os.environ.get("RECON_DATA_DIR", ".recon")).resolve()
     os.environ.setdefault("PREFECT_HOME", str(data_dir / "prefect"))
+    # Prefect's server exits (code 3) instead of creating a missing home for its database.
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")

@@ -36,22 +36,29 @@ def render(result: dict[str, Any]) -> str:
         f"{summary['totalChanges']} changes, {summary['unchangedCount']} unchanged, "
         f"{summary['errorCount']} errors",
     ]
-    by_symbol = {(d["symbol"], d["change"]): d for d in result["details"]}
+    by_symbol = {(d["symbol"], d["change"]): d["fields"] for d in result["details"]}
     for kind in ("created", "updated", "removed"):
         for symbol in result[kind]:
-            fields = by_symbol.get((symbol, kind), {}).get("fields", {})
-            shown = ", ".join(
-                f"{name} {v['before'] or '-'} → {v['after'] or '-'}"
-                for name, v in fields.items()
-                if kind == "updated" or name in ("qty", "side")
+            lines.append(
+                f"  {kind:<8} {symbol:<22} {_describe(kind, by_symbol.get((symbol, kind), {}))}"
             )
-            lines.append(f"  {kind:<8} {symbol:<22} {shown}")
     for error in result["errors"]:
         lines.append(f"  {'error':<8} {error['symbol']:<22} {error['error']}")
     for symbol in result["heldBack"]:
         lines.append(f"  {'held':<8} {symbol:<22} kept: its record failed validation")
     lines.append(f"  flow run {result['flowRunId']}, sync run {result['syncRunId']}")
     return "\n".join(lines)
+
+
+def _describe(kind: str, fields: dict[str, dict[str, str | None]]) -> str:
+    if kind == "updated":
+        return ", ".join(
+            f"{n} {v['before'] or '-'} → {v['after'] or '-'}" for n, v in fields.items()
+        )
+    side = "after" if kind == "created" else "before"
+    qty = fields.get("qty", {}).get(side)
+    price = fields.get("avg_entry_price", {}).get(side)
+    return f"qty {qty} @ {price}" if kind == "created" else f"was qty {qty}"
 
 
 @contextlib.contextmanager
