@@ -46,7 +46,7 @@ def test_alpaca_py_does_not_retry_under_prefect(sim: Sim, status: int) -> None:
 def test_a_stalled_response_times_out(sim: Sim) -> None:
     sim.fault("stall", delay=5.0, path="/v2/account")
     started = time.monotonic()
-    with pytest.raises(BrokerTransientError, match="within 0.5 s"):
+    with pytest.raises(BrokerTransientError, match=r"within 0\.5 s"):
         broker(sim).fetch_snapshot()
     assert time.monotonic() - started < 4
 
