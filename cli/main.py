@@ -33,6 +33,30 @@ def sync(
     raise typer.Exit(run_sync(as_json=as_json, allow_mass_removal=allow_mass_removal, demo=demo))
 
 
+@app.command()
+def up(
+    demo: Annotated[
+        bool, typer.Option(help="Also start the simulated broker and reconcile its account.")
+    ] = False,
+) -> None:
+    """Run the whole local stack (Prefect server, scheduled deployment) until Ctrl-C."""
+    from cli.up import run_up
+
+    raise typer.Exit(run_up(demo=demo))
+
+
+@app.command()
+def serve(
+    startup_delay: Annotated[
+        float | None, typer.Option(help="Trigger one run this many seconds after start.")
+    ] = None,
+) -> None:
+    """Serve the deployment from this process (needs PREFECT_API_URL of a running server)."""
+    from cli.serve import run_serve
+
+    run_serve(startup_delay)
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply the database migrations (the commands that need tables do this themselves)."""
@@ -51,8 +75,8 @@ def simulator(
     drift_seconds: Annotated[
         float, typer.Option(help="Advance the portfolio every N s; 0 = only on request.")
     ] = 30.0,
-    api_key: Annotated[str, typer.Option(envvar="ALPACA_API_KEY")] = "sim-key",
-    secret_key: Annotated[str, typer.Option(envvar="ALPACA_SECRET_KEY")] = "sim-secret",  # noqa: S107
+    api_key: Annotated[str, typer.Option(help="Key the simulator accepts.")] = "sim-key",
+    secret_key: Annotated[str, typer.Option(help="Secret it accepts.")] = "sim-secret",  # noqa: S107
 ) -> None:
     """Serve the simulated Alpaca broker (point ALPACA_BASE_URL at it)."""
     from simulator.server import SimulatorConfig, serve

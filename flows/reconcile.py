@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import FlowRun, TaskRun
 from prefect.client.schemas.objects import State as PrefectState
 from prefect.flows import Flow
+from prefect.logging.loggers import flow_run_logger
 from prefect.runtime import flow_run as current_flow_run
 from prefect.tasks import Task, exponential_backoff
 
@@ -111,7 +111,7 @@ def report_failure(flow: Flow[Any, Any], flow_run: FlowRun, state: PrefectState[
     """Failure/crash hook: record the run and journal a `system:error`, whatever killed it."""
     reason = state.message or state.name or "unknown failure"
     status = "crashed" if state.is_crashed() else "failed"
-    logging.getLogger("prefect.flow_runs").error(line("Reconciliation failed", error=reason))
+    flow_run_logger(flow_run, flow).error(line("Reconciliation failed", error=reason))
     settings = get_settings()
     upgrade(settings.resolved_database_url)
     record_failure(

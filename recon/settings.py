@@ -49,6 +49,15 @@ class Settings(BaseSettings):
         default=Decimal("50"), ge=0, le=100, alias="RECON_MAX_REMOVAL_PCT"
     )
 
+    # The local stack (`recon up`): ports on 127.0.0.1 and the Prefect server's own database.
+    prefect_port: int = Field(default=4200, alias="RECON_PREFECT_PORT")
+    prefect_database_url: str | None = Field(default=None, alias="RECON_PREFECT_DATABASE_URL")
+    api_port: int = Field(default=5000, alias="RECON_API_PORT")
+    simulator_port: int = Field(default=8765, alias="RECON_SIMULATOR_PORT")
+    # Flow-run heartbeats feed zombie detection (Prefect's minimum interval is 30 s).
+    heartbeat_seconds: int = Field(default=30, ge=30, alias="RECON_HEARTBEAT_SECONDS")
+    startup_delay_seconds: float = Field(default=10.0, ge=0, alias="RECON_STARTUP_DELAY_SECONDS")
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
