@@ -8,7 +8,7 @@ bootstrap:
 	@$(UV) sync --frozen --quiet
 
 demo: bootstrap
-	$(UV) run recon sync --demo
+	$(UV) run recon up --demo
 
 test: bootstrap
 	$(UV) run pytest

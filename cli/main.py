@@ -57,6 +57,18 @@ def serve(
     run_serve(startup_delay)
 
 
+@app.command("prefect-setup")
+def prefect_setup() -> None:
+    """Create or update the zombie-run automation on the Prefect server (PREFECT_API_URL)."""
+    import asyncio
+
+    from flows.zombies import ensure_zombie_automation
+    from recon.settings import get_settings
+
+    automation = asyncio.run(ensure_zombie_automation(get_settings().heartbeat_seconds))
+    typer.echo(f"automation '{automation.name}' is in place ({automation.id})")
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply the database migrations (the commands that need tables do this themselves)."""
