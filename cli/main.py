@@ -7,10 +7,12 @@ from typing import Annotated
 import typer
 
 from cli.environment import prepare_environment
+from cli.keys import app as keys_app
 
 app = typer.Typer(help="Alpaca position reconciliation.", no_args_is_help=True)
 db_app = typer.Typer(help="The app database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
 
 prepare_environment()
 
@@ -55,6 +57,61 @@ def serve(
     from cli.serve import run_serve
 
     run_serve(startup_delay)
+
+
+@app.command()
+def api(
+    port: Annotated[
+        int | None, typer.Option(help="Port on 127.0.0.1 (default RECON_API_PORT).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+) -> None:
+    """Serve the FastAPI sidecar (needs PREFECT_API_URL of a running Prefect server)."""
+    import uvicorn
+
+    from recon.settings import get_settings
+
+    uvicorn.run(
+        "api.main:app",
+        host=host,
+        port=port or get_settings().api_port,
+        proxy_headers=False,
+        # Query strings can carry `access_token` (EventSource): keep them out of the log.
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+
+
+@app.command()
+def status() -> None:
+    """Print the sidecar's job status (RECON_API_URL, RECON_API_TOKEN)."""
+    from cli import client
+
+    raise typer.Exit(client.status())
+
+
+@app.command()
+def trigger(
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Wait for the run's result.")
+    ] = True,
+) -> None:
+    """Trigger a sync through the sidecar. Exit 3 if one is already in progress."""
+    from cli import client
+
+    raise typer.Exit(client.trigger(wait))
+
+
+@app.command()
+def events(
+    last_event_id: Annotated[
+        int | None, typer.Option(help="Replay the events after this id first.")
+    ] = None,
+) -> None:
+    """Tail the sidecar's event stream, one line per event."""
+    from cli import client
+
+    raise typer.Exit(client.events(last_event_id))
 
 
 @app.command("prefect-setup")

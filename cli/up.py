@@ -23,11 +23,13 @@ import typer
 
 from cli.processes import Children, answers, port_free, wait_until
 from recon.errors import ConfigurationError
+from recon.keys import CAPABILITIES, create_key, list_keys, revoke_key
 from recon.settings import Settings, get_settings
-from recon.store.database import upgrade
+from recon.store.database import session_factory, upgrade
 from simulator.server import SimulatorConfig
 
 STATE_FILE = "up.json"
+ADMIN_KEY = "recon-up"
 LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
 
 
@@ -78,9 +80,10 @@ def _run(settings: Settings, data_dir: Path, state_file: IO[str], *, demo: bool)
     env = _environment(settings, data_dir)
     if not demo:
         settings.alpaca_credentials()  # a clear error now, not a failed run in 10 s
-    for port, what in ((settings.prefect_port, "Prefect server"),) + (
-        ((settings.simulator_port, "simulator"),) if demo else ()
-    ):
+    for port, what in (
+        (settings.prefect_port, "Prefect server"),
+        (settings.api_port, "sidecar"),
+    ) + (((settings.simulator_port, "simulator"),) if demo else ()):
         if not port_free(port):
             raise RuntimeError(f"port {port} for the {what} is in use (change RECON_*_PORT)")
     upgrade(settings.resolved_database_url)
@@ -91,7 +94,7 @@ def _run(settings: Settings, data_dir: Path, state_file: IO[str], *, demo: bool)
     try:
         urls = _start(children, settings, env, demo=demo)
         _write_state(state_file, data_dir, urls)
-        _print_banner(urls, children, data_dir, demo=demo)
+        _print_banner(urls, children, data_dir, demo=demo, token=_admin_token(settings))
         while not stop.wait(1.0):
             dead = children.first_dead()
             if dead is not None:
@@ -157,6 +160,9 @@ def _start(
         ["cli", "serve", "--startup-delay", str(settings.startup_delay_seconds)],
         to_terminal=True,
     )
+    api = children.start("sidecar", ["cli", "api", "--port", str(settings.api_port)])
+    urls["sidecar"] = f"http://127.0.0.1:{settings.api_port}"
+    wait_until(answers(f"{urls['sidecar']}/healthz"), child=api, timeout=60, what="sidecar")
     return urls
 
 
@@ -169,9 +175,23 @@ def _write_state(handle: IO[str], data_dir: Path, urls: dict[str, str]) -> None:
     (data_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
 
 
-def _print_banner(urls: dict[str, str], children: Children, data_dir: Path, *, demo: bool) -> None:
+def _admin_token(settings: Settings) -> str:
+    """A fresh all-capabilities key for this session; the previous session's is revoked."""
+    sessions = session_factory(settings.resolved_database_url)
+    with sessions.begin() as session:
+        if any(key.name == ADMIN_KEY for key in list_keys(session)):
+            revoke_key(session, ADMIN_KEY)
+        return create_key(session, ADMIN_KEY, list(CAPABILITIES))
+
+
+def _print_banner(
+    urls: dict[str, str], children: Children, data_dir: Path, *, demo: bool, token: str
+) -> None:
     typer.secho("recon is up.", fg="green", bold=True)
     typer.echo(f"  Prefect UI  {urls['prefect']}  (deployment reconcile-positions/every-5-minutes)")
+    typer.echo(f"  sidecar     {urls['sidecar']}  (API docs at {urls['sidecar']}/docs)")
+    typer.echo(f"  admin token {token}")
+    typer.echo(f"              export RECON_API_TOKEN={token}  # for recon status/trigger/events")
     if demo:
         typer.echo(f"  simulator   {urls['simulator']}  (simulated Alpaca broker)")
     typer.echo(f"  data        {data_dir}  (logs in {data_dir / 'logs'})")

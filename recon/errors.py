@@ -6,6 +6,7 @@
     │   ├── BrokerTransientError  worth retrying: timeouts, resets, 429, 5xx, truncated bodies
     │   └── BrokerRejectedError   not worth retrying: 401/403 (keys), other 4xx
     ├── SnapshotRefusedError      the snapshot fails a safety check; nothing is written
+    ├── ApiKeyError               an API key cannot be created or revoked as asked
     └── StoreError
         └── SyncInProgressError   another run holds the database lock
 
@@ -46,6 +47,10 @@ class SnapshotRefusedError(ReconError):
     def __init__(self, check: str, message: str) -> None:
         super().__init__(message)
         self.check = check
+
+
+class ApiKeyError(ReconError):
+    """An API key operation that cannot be done (unknown capability, duplicate name...)."""
 
 
 class StoreError(ReconError):

@@ -87,12 +87,12 @@ class Process:
 
 
 class PrefectServer(Process):
-    def __init__(self, home: Path, log_dir: Path):
+    def __init__(self, home: Path, log_dir: Path, env: dict[str, str] | None = None):
         self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
         super().__init__(
             ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
-            base_env(home),
+            env or base_env(home),
             log_dir / "prefect-server.log",
         )
         wait_for(self._healthy, 120, "the Prefect server")

@@ -74,4 +74,12 @@ def test_db_upgrade_reports_the_revision(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     done = recon("db", "upgrade", extra_env={"RECON_DATABASE_URL": url}, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "revision 0001" in done.stdout
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from recon.store.database import MIGRATIONS
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert f"revision {head}" in done.stdout

@@ -32,7 +32,7 @@ def append_event(
     changes: Sequence[PositionChange] = (),
 ) -> int:
     """Append one event (and its per-position rows) inside the caller's transaction."""
-    _serialize_writers(session)
+    lock_journal(session)
     now = datetime.now(UTC)
     event_id = session.execute(
         insert(PositionEvent)
@@ -70,10 +70,10 @@ def read_events(session: Session, after_id: int, limit: int = 500) -> list[Posit
     return list(session.scalars(query.limit(limit)))
 
 
-def _serialize_writers(session: Session) -> None:
+def lock_journal(session: Session) -> None:
     """On PostgreSQL, ids come from a sequence when the INSERT runs, not when it commits:
     two overlapping writers could commit id 8 before id 7, and a reader tailing `id > 7`
     would skip 7 for ever. A transaction-scoped advisory lock makes journal writers take
-    turns. SQLite already allows one writer at a time."""
+    turns. SQLite already allows one writer at a time. Re-entrant within a transaction."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _JOURNAL_LOCK_KEY})

@@ -114,3 +114,16 @@ class SyncLease(Base):
     holder: Mapped[str] = mapped_column(String(200))
     acquired_at: Mapped[datetime]
     expires_at: Mapped[datetime]
+
+
+class ApiKey(Base):
+    """An API key of the sidecar: only a SHA-256 hash of the token is kept."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    capabilities: Mapped[list[str]] = mapped_column(Document)
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]

@@ -14,7 +14,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from recon.diff import Diff
 from recon.position import COLUMNS, KEY, MARKET_FIELDS
 from recon.result import RunResult
-from recon.store.journal import POSITION_UPDATED, SOURCE, SYSTEM_ERROR, append_event
+from recon.store.journal import (
+    POSITION_UPDATED,
+    SOURCE,
+    SYSTEM_ERROR,
+    append_event,
+    lock_journal,
+)
 from recon.store.models import Position, PositionEvent, SyncRun
 
 _TABLE: Table = Position.__table__  # type: ignore[assignment]
@@ -91,6 +97,9 @@ def record_failure(
     """
     now = datetime.now(UTC)
     with sessions.begin() as session:
+        # Taken before the check: the runner's crash hook and every sidecar replica may
+        # report the same run at once, and only the first may write.
+        lock_journal(session)
         if flow_run_id is not None and _has_error_event(session, flow_run_id):
             return None
         run_id = session.scalar(select(SyncRun.id).where(SyncRun.flow_run_id == flow_run_id))

@@ -1,0 +1,62 @@
+"""The sidecar: job status from Prefect, on-demand trigger, SSE relay of the journal, API keys."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from prefect.client.orchestration import get_client
+
+from api.errors import install_error_handlers
+from api.relay import JournalRelay
+from api.routes import health, jobs, positions, stream
+from api.watcher import watch_crashed_runs
+from recon.settings import get_settings
+from recon.store.database import upgrade
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()
+    await asyncio.to_thread(upgrade, settings.resolved_database_url)
+    relay = JournalRelay(settings.resolved_database_url)
+    async with get_client() as prefect:
+        app.state.prefect = prefect
+        app.state.relay = relay
+        # Serializes check-then-trigger inside this process; across replicas the
+        # deployment's concurrency limit is the guarantee.
+        app.state.trigger_lock = asyncio.Lock()
+        await relay.start()
+        watcher = asyncio.create_task(watch_crashed_runs(prefect, settings))
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            await relay.stop()
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    app = FastAPI(
+        title="recon sidecar",
+        summary="Position reconciliation: job status, on-demand sync, change events.",
+        version="1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    if settings.api_cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.api_cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Last-Event-ID", "Content-Type"],
+        )
+    for module in (health, jobs, positions, stream):
+        app.include_router(module.router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,163 @@
+"""One tail of the journal per process, fanned out to every SSE client.
+
+A background task polls `position_events` for ids above the last one it saw and copies each
+new row into every subscriber's queue; clients never query the journal themselves, except
+once to replay what they missed (Last-Event-ID).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Final
+
+from sqlalchemy import func, select
+
+from recon.store.database import session_factory
+from recon.store.journal import read_events
+from recon.store.models import PositionEvent
+
+logger = logging.getLogger("recon.api.relay")
+
+MAX_QUEUED: Final = 10_000
+PAGE_SIZE: Final = 500
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """A journal row as the stream sends it: plain data, safe to share between clients."""
+
+    id: int
+    type: str
+    data: dict[str, Any]
+
+
+class _Closed:
+    """Queued last to tell a subscriber its stream is over (relay stopped, or it fell behind)."""
+
+
+_CLOSED: Final = _Closed()
+
+
+class JournalRelay:
+    def __init__(
+        self, database_url: str, *, poll_interval: float = 0.25, ping_interval: float = 15.0
+    ) -> None:
+        self.poll_interval = poll_interval
+        # Kept here so the stream route and tests configure it in one place.
+        self.ping_interval = ping_interval
+        self.polls = 0  # completed journal reads of the tail, for health and tests
+        self._sessions = session_factory(database_url)
+        self._subscribers: set[asyncio.Queue[JournalEntry | _Closed]] = set()
+        self._last_id: int | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    async def start(self) -> None:
+        # Start at the head: a client without Last-Event-ID only wants what happens next.
+        self._last_id = await asyncio.to_thread(self._max_id)
+        self._task = asyncio.create_task(self._tail(), name="journal-relay")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        for queue in list(self._subscribers):
+            self._close(queue)
+
+    @asynccontextmanager
+    async def subscribe(self, last_event_id: int | None = None) -> AsyncIterator[
+        AsyncIterator[JournalEntry]
+    ]:
+        """The rows after `last_event_id` (or, without it, after the tail's position now),
+        in id order, each once, until the relay stops or the client falls too far behind."""
+        if self._last_id is None or self._task is None:
+            raise RuntimeError("the relay is not running")
+        queue: asyncio.Queue[JournalEntry | _Closed] = asyncio.Queue(MAX_QUEUED)
+        # Registered before the replay query: a row committed meanwhile then reaches the
+        # queue or the replay (or both; duplicates are dropped by id), never neither.
+        self._subscribers.add(queue)
+        try:
+            start = self._last_id if last_event_id is None else last_event_id
+            async with aclosing(self._deliver(queue, start, replay=last_event_id is not None)) as it:
+                yield it
+        finally:
+            self._subscribers.discard(queue)
+
+    async def _deliver(
+        self, queue: asyncio.Queue[JournalEntry | _Closed], sent: int, *, replay: bool
+    ) -> AsyncIterator[JournalEntry]:
+        while replay:
+            page = await asyncio.to_thread(self._read, sent)
+            for entry in page:
+                yield entry
+                sent = entry.id
+            replay = len(page) == PAGE_SIZE
+        while True:
+            item = await queue.get()
+            if isinstance(item, _Closed):
+                return
+            if item.id > sent:  # already sent by the replay otherwise
+                yield item
+                sent = item.id
+
+    async def _tail(self) -> None:
+        assert self._last_id is not None
+        while True:
+            try:
+                page = await asyncio.to_thread(self._read, self._last_id)
+            except Exception:
+                # A database blip must not kill the one tail every client depends on.
+                logger.exception("journal relay: reading the journal failed; retrying")
+                await asyncio.sleep(max(self.poll_interval, 1.0))
+                continue
+            self.polls += 1
+            # No await between fan-out and moving `_last_id`: a subscriber registered at any
+            # await point gets exactly the rows above the `_last_id` it sees.
+            for entry in page:
+                self._publish(entry)
+            if page:
+                self._last_id = page[-1].id
+            if len(page) < PAGE_SIZE:  # a full page means more is waiting: read on at once
+                await asyncio.sleep(self.poll_interval)
+
+    def _publish(self, entry: JournalEntry) -> None:
+        for queue in list(self._subscribers):
+            try:
+                queue.put_nowait(entry)
+            except asyncio.QueueFull:
+                # Blocking here would stall every client for the slowest one; this one is
+                # dropped instead and resumes from its Last-Event-ID when it reconnects.
+                logger.warning("journal relay: a client fell %d events behind; closing", MAX_QUEUED)
+                self._close(queue)
+
+    def _close(self, queue: asyncio.Queue[JournalEntry | _Closed]) -> None:
+        self._subscribers.discard(queue)
+        while not queue.empty():  # make room for the marker; the client replays on reconnect
+            queue.get_nowait()
+        queue.put_nowait(_CLOSED)
+
+    def _max_id(self) -> int:
+        with self._sessions() as session:
+            return int(session.scalar(select(func.max(PositionEvent.id))) or 0)
+
+    def _read(self, after_id: int) -> list[JournalEntry]:
+        with self._sessions() as session:
+            return [_entry(row) for row in read_events(session, after_id, PAGE_SIZE)]
+
+
+def _entry(row: PositionEvent) -> JournalEntry:
+    data = dict(row.payload)
+    if data.get("flowRunId") is None:  # older rows or hand-written ones may lack it
+        data["flowRunId"] = row.flow_run_id
+    return JournalEntry(id=row.id, type=row.type, data=data)

@@ -1,0 +1,93 @@
+"""`GET /api/stream/events`: the journal as Server-Sent Events."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import Annotated, Final
+
+from fastapi import APIRouter, Header, Query, Request
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from api.deps import EventsRead, SessionDep
+from api.errors import ApiError
+from api.relay import JournalRelay
+
+router = APIRouter(tags=["events"])
+
+_MAX_EVENT_ID: Final = 2**63 - 1  # the journal id is a signed 64-bit integer
+_DIGITS: Final = re.compile(r"[0-9]{1,19}")
+
+
+@router.get(
+    "/api/stream/events",
+    response_class=EventSourceResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "an endless event stream"},
+        400: {"description": "Last-Event-ID is not a journal id"},
+        401: {"description": "no valid API key"},
+        403: {"description": "the API key lacks events:read"},
+    },
+)
+async def stream_events(
+    request: Request,
+    _principal: EventsRead,
+    session: SessionDep,
+    last_event_id_header: Annotated[
+        str | None, Header(alias="Last-Event-ID", description="Resume after this event id.")
+    ] = None,
+    last_event_id_query: Annotated[
+        str | None,
+        Query(
+            alias="lastEventId",
+            max_length=40,
+            description="Resume after this event id (for clients that cannot set headers); "
+            "the Last-Event-ID header wins.",
+        ),
+    ] = None,
+) -> EventSourceResponse:
+    """Changes to the book, as Server-Sent Events, one per journal entry.
+
+    - `event: position:updated`: a reconciliation changed positions. `data` is JSON:
+      `type`, `created`, `updated`, `removed` (lists of positions, decimals as strings),
+      `details`, `timestamp`, `source`, `accountId`, `flowRunId`.
+    - `event: system:error`: a run failed or crashed. `data` is JSON: `message`, `error`,
+      `status` (`failed` | `crashed`), `timestamp`, `source`, `flowRunId`.
+
+    Every message's `id` is its journal id. A client that reconnects with `Last-Event-ID`
+    (or `?lastEventId=`) receives every event after that id, in order, none twice; without
+    it, only events newer than the connection. Comment lines (`: ping`) keep the connection
+    alive. A client that falls 10,000 events behind is disconnected and should reconnect.
+    """
+    after = _event_id(last_event_id_header or last_event_id_query)
+    # The auth dependency's session would otherwise stay checked out for the stream's
+    # whole life (FastAPI closes yield-dependencies after the response): one pooled
+    # connection per client exhausts the pool. Closing it returns the connection now.
+    session.close()
+    relay: JournalRelay = request.app.state.relay
+    return EventSourceResponse(
+        _messages(relay, after),
+        ping=relay.ping_interval,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _messages(relay: JournalRelay, after: int | None) -> AsyncIterator[ServerSentEvent]:
+    async with relay.subscribe(after) as entries:
+        async for entry in entries:
+            data = json.dumps(entry.data, separators=(",", ":"), ensure_ascii=False)
+            yield ServerSentEvent(data=data, event=entry.type, id=str(entry.id))
+
+
+def _event_id(raw: str | None) -> int | None:
+    if raw is None or not raw.strip():
+        return None
+    text = raw.strip()
+    if not _DIGITS.fullmatch(text) or int(text) > _MAX_EVENT_ID:
+        raise ApiError(
+            400,
+            "invalid request",
+            f"Last-Event-ID must be an integer from 0 to {_MAX_EVENT_ID}",
+        )
+    return int(text)
