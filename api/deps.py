@@ -23,7 +23,9 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# Closed when the route function returns, not after the response: a stream's response
+# lasts for hours, and holding a pooled connection per client would exhaust the pool.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def get_prefect(request: Request) -> PrefectClient:

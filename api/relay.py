@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncIterator
-from contextlib import aclosing, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -49,7 +50,7 @@ class JournalRelay:
         self.poll_interval = poll_interval
         # Kept here so the stream route and tests configure it in one place.
         self.ping_interval = ping_interval
-        self.polls = 0  # completed journal reads of the tail, for health and tests
+        self.polls = 0  # completed reads of the tail: a liveness signal for metrics and checks
         self._sessions = session_factory(database_url)
         self._subscribers: set[asyncio.Queue[JournalEntry | _Closed]] = set()
         self._last_id: int | None = None
@@ -59,6 +60,11 @@ class JournalRelay:
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
+    @property
+    def position(self) -> int | None:
+        """The last journal id the tail has broadcast (None before `start`)."""
+        return self._last_id
+
     async def start(self) -> None:
         # Start at the head: a client without Last-Event-ID only wants what happens next.
         self._last_id = await asyncio.to_thread(self._max_id)
@@ -67,20 +73,17 @@ class JournalRelay:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            # wait() rather than `await task`: the task's CancelledError is not ours to raise.
+            await asyncio.wait({self._task})
             self._task = None
         for queue in list(self._subscribers):
             self._close(queue)
 
     @asynccontextmanager
-    async def subscribe(self, last_event_id: int | None = None) -> AsyncIterator[
-        AsyncIterator[JournalEntry]
-    ]:
+    async def subscribe(self, last_event_id: int | None = None) -> AsyncIterator[Subscription]:
         """The rows after `last_event_id` (or, without it, after the tail's position now),
-        in id order, each once, until the relay stops or the client falls too far behind."""
+        in id order, each once, until the relay stops, the subscription is closed or the
+        client falls too far behind."""
         if self._last_id is None or self._task is None:
             raise RuntimeError("the relay is not running")
         queue: asyncio.Queue[JournalEntry | _Closed] = asyncio.Queue(MAX_QUEUED)
@@ -88,28 +91,10 @@ class JournalRelay:
         # queue or the replay (or both; duplicates are dropped by id), never neither.
         self._subscribers.add(queue)
         try:
-            start = self._last_id if last_event_id is None else last_event_id
-            async with aclosing(self._deliver(queue, start, replay=last_event_id is not None)) as it:
-                yield it
+            after = self._last_id if last_event_id is None else last_event_id
+            yield Subscription(self, queue, after, replay=last_event_id is not None)
         finally:
             self._subscribers.discard(queue)
-
-    async def _deliver(
-        self, queue: asyncio.Queue[JournalEntry | _Closed], sent: int, *, replay: bool
-    ) -> AsyncIterator[JournalEntry]:
-        while replay:
-            page = await asyncio.to_thread(self._read, sent)
-            for entry in page:
-                yield entry
-                sent = entry.id
-            replay = len(page) == PAGE_SIZE
-        while True:
-            item = await queue.get()
-            if isinstance(item, _Closed):
-                return
-            if item.id > sent:  # already sent by the replay otherwise
-                yield item
-                sent = item.id
 
     async def _tail(self) -> None:
         assert self._last_id is not None
@@ -161,3 +146,49 @@ def _entry(row: PositionEvent) -> JournalEntry:
     if data.get("flowRunId") is None:  # older rows or hand-written ones may lack it
         data["flowRunId"] = row.flow_run_id
     return JournalEntry(id=row.id, type=row.type, data=data)
+
+
+class Subscription:
+    """One client's view: a replay from the database, if asked for, then the live rows."""
+
+    def __init__(
+        self,
+        relay: JournalRelay,
+        queue: asyncio.Queue[JournalEntry | _Closed],
+        after: int,
+        *,
+        replay: bool,
+    ) -> None:
+        self._relay = relay
+        self._queue = queue
+        self._sent = after  # the last id delivered (or skipped over by the caller's choice)
+        self._replaying = replay
+        self._pending: deque[JournalEntry] = deque()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> JournalEntry:
+        while True:
+            if self._pending:
+                entry = self._pending.popleft()
+                self._sent = entry.id
+                return entry
+            if self._replaying:
+                page = await asyncio.to_thread(self._relay._read, self._sent)
+                if self._replaying:  # unless closed meanwhile
+                    self._replaying = len(page) == PAGE_SIZE
+                    self._pending.extend(page)
+                continue
+            item = await self._queue.get()
+            if isinstance(item, _Closed):
+                raise StopAsyncIteration
+            if item.id > self._sent:  # otherwise the replay has sent it already
+                self._sent = item.id
+                return item
+
+    def close(self) -> None:
+        """End the iteration after the entry being delivered now (e.g. on server shutdown)."""
+        self._replaying = False
+        self._pending.clear()
+        self._relay._close(self._queue)

@@ -21,7 +21,7 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 
 from api.errors import ApiError
-from flows.deployment import FULL_NAME
+from recon.deployment import FULL_NAME
 
 ACTIVE = [StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
 FINISHED = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED]

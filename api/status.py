@@ -15,6 +15,7 @@ from prefect.client.schemas.sorting import FlowRunSort
 from sqlalchemy import select
 
 from api.runs import FAILED, FINISHED, count, first, in_progress, runs_of, ui_url
+from recon.deployment import SCHEDULE_LABEL
 from recon.settings import Settings
 from recon.store.database import session_factory
 from recon.store.models import SyncRun
@@ -41,7 +42,7 @@ async def job_status(prefect: PrefectClient, settings: Settings, deployment: Any
     return {
         "positionReconciliation": {
             "enabled": not deployment.paused and bool(schedules),
-            "schedule": _describe(schedules[0].schedule) if schedules else None,
+            "schedule": _describe(schedules) if schedules else None,
             "isRunning": running,
             "isPending": active is not None and not running,
             "currentFlowRunId": str(active.id) if active else None,
@@ -85,11 +86,13 @@ def _last_result(sync_run: SyncRun | None) -> dict[str, Any] | None:
     return {k: result.get(k, [] if k != "summary" else {}) for k in keys}
 
 
-def _describe(schedule: Any) -> str:
-    cron = getattr(schedule, "cron", None)
-    if cron:
-        return f"{cron} ({getattr(schedule, 'timezone', None) or 'UTC'})"
-    return str(schedule)
+def _describe(schedules: list[Any]) -> str:
+    described = [
+        f"{getattr(s.schedule, 'cron', '?')} ({getattr(s.schedule, 'timezone', None) or 'UTC'})"
+        for s in schedules
+    ]
+    # The fall-back fill is shown only if the main schedule is gone.
+    return SCHEDULE_LABEL if SCHEDULE_LABEL in described else described[0]
 
 
 def _millis(run: FlowRun) -> int:

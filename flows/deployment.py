@@ -1,4 +1,4 @@
-"""The deployment: schedule, concurrency limit, parameters; defined once, for `recon up`.
+"""The deployment as `recon up` serves it: schedules, concurrency limit, parameters.
 
 `prefect.yaml` repeats these values for `prefect deploy`; `tests/test_deployment.py`
 fails if the two drift apart.
@@ -12,21 +12,16 @@ from prefect.schedules import Cron, Schedule
 from prefect.types.entrypoint import EntrypointType
 
 from flows.reconcile import reconcile_positions
+from recon.deployment import (
+    CRON,
+    DEPLOYMENT_NAME,
+    FALL_BACK_CRON,
+    FALL_BACK_TIMEZONE,
+    FULL_NAME,
+    TIMEZONE,
+)
 
-FLOW_NAME = "reconcile-positions"
-DEPLOYMENT_NAME = "every-5-minutes"
-FULL_NAME = f"{FLOW_NAME}/{DEPLOYMENT_NAME}"
-CRON = "*/5 * * * *"
-TIMEZONE = "America/New_York"
 DEFAULT_PARAMETERS = {"allow_mass_removal": False}
-
-# Prefect 3.9 computes New York cron in wall-clock time and skips the repeated 01:00-01:59
-# hour when clocks fall back (first Sunday of November, 06:00-06:55 UTC): a 65-minute gap.
-# This second schedule fills exactly that hour. `day_or=False` makes day-of-month 1-7 AND
-# Sunday both required (cron would otherwise OR them). Spring-forward needs nothing: the
-# skipped 02:xx hour does not exist, and the runs on either side are five minutes apart.
-FALL_BACK_CRON = "*/5 6 1-7 11 0"
-FALL_BACK_TIMEZONE = "UTC"
 
 # CANCEL_NEW, not ENQUEUE: a run that finds another running is cancelled at once and shows
 # as Cancelled ("Deployment concurrency limit reached.") in the UI. Queueing it would only
@@ -55,3 +50,6 @@ async def build_deployment(*, paused: bool = False) -> RunnerDeployment:
         tags=["recon"],
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
+
+
+__all__ = ["CONCURRENCY", "DEFAULT_PARAMETERS", "FULL_NAME", "build_deployment", "schedules"]

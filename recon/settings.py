@@ -62,7 +62,9 @@ class Settings(BaseSettings):
     api_cors_origins: list[str] = Field(default_factory=list, alias="RECON_API_CORS_ORIGINS")
     api_url: str = Field(default="http://127.0.0.1:5000", alias="RECON_API_URL")
     api_token: SecretStr | None = Field(default=None, alias="RECON_API_TOKEN")
-    trigger_wait_seconds: float = Field(default=60.0, ge=0, le=600, alias="RECON_TRIGGER_WAIT_SECONDS")
+    trigger_wait_seconds: float = Field(
+        default=60.0, ge=0, le=600, alias="RECON_TRIGGER_WAIT_SECONDS"
+    )
     prefect_ui_url: str | None = Field(default=None, alias="RECON_PREFECT_UI_URL")
 
     @property

@@ -112,7 +112,8 @@ def children_of(pid: int) -> list[int]:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[1]) == pid:
+        # fields[0] is the state: an exited child not yet reaped ("Z") cannot be killed.
+        if int(fields[1]) == pid and fields[0] != "Z":
             found.append(int(stat.parent.name))
     return found
 

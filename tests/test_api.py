@@ -18,7 +18,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Crashed
 
-from flows.deployment import FULL_NAME
+from recon.deployment import FULL_NAME
 from recon.keys import create_key, revoke_key
 from recon.store.database import session_factory, upgrade
 from tests.live import PrefectServer, Process, base_env, flow_processes, free_port, wait_for
@@ -102,8 +102,9 @@ def test_health_and_readiness_need_no_key(stack: dict[str, Any]) -> None:
     with api(stack, None) as client:
         assert client.get("/healthz").json() == {"status": "ok"}
         ready = client.get("/readyz").json()
+        assert client.get("/docs").status_code == 200
+        assert "/api/admin/jobs/status" in client.get("/openapi.json").json()["paths"]
     assert ready["checks"] == {"database": "ok", "prefect": "ok"}
-    assert client.get("/docs").status_code == 200  # type: ignore[unreachable]
 
 
 @pytest.mark.parametrize(
@@ -300,6 +301,7 @@ def test_crashed_runs_reach_the_stream_as_system_error(stack: dict[str, Any], si
     sim.fault("stall", delay=60.0, path="/v2/positions")
     with api(stack) as client:
         killed = client.post("/api/admin/jobs/sync-positions", params={"wait": "false"}).json()
+    wait_for(lambda: sim.requests("/v2/positions"), 30, "the run to reach the broker")
     pids = wait_for(lambda: flow_processes(stack["runner"].pid), 30, "the flow process")
     os.kill(pids[0], signal.SIGKILL)
     wait_for(lambda: received, 30, "system:error for the killed run", interval=0.2)

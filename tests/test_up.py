@@ -15,7 +15,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from flows.deployment import FULL_NAME
+from recon.deployment import FULL_NAME
 from tests.live import Process, base_env, free_port, processes_with_env, wait_for
 
 

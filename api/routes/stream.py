@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Final
 
+import anyio
 from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api.deps import EventsRead, SessionDep
+from api.deps import EventsRead
 from api.errors import ApiError
-from api.relay import JournalRelay
+from api.relay import JournalRelay, Subscription
 
 router = APIRouter(tags=["events"])
 
 _MAX_EVENT_ID: Final = 2**63 - 1  # the journal id is a signed 64-bit integer
 _DIGITS: Final = re.compile(r"[0-9]{1,19}")
+_SHUTDOWN_GRACE_SECONDS: Final = 2.0
 
 
 @router.get(
@@ -33,7 +36,6 @@ _DIGITS: Final = re.compile(r"[0-9]{1,19}")
 async def stream_events(
     request: Request,
     _principal: EventsRead,
-    session: SessionDep,
     last_event_id_header: Annotated[
         str | None, Header(alias="Last-Event-ID", description="Resume after this event id.")
     ] = None,
@@ -61,23 +63,37 @@ async def stream_events(
     alive. A client that falls 10,000 events behind is disconnected and should reconnect.
     """
     after = _event_id(last_event_id_header or last_event_id_query)
-    # The auth dependency's session would otherwise stay checked out for the stream's
-    # whole life (FastAPI closes yield-dependencies after the response): one pooled
-    # connection per client exhausts the pool. Closing it returns the connection now.
-    session.close()
     relay: JournalRelay = request.app.state.relay
+    shutdown = anyio.Event()
     return EventSourceResponse(
-        _messages(relay, after),
+        _messages(relay, after, shutdown),
         ping=relay.ping_interval,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        # On server shutdown sse-starlette sets the event and waits this long for the
+        # generator to end, so the stream ends with a proper last chunk instead of being
+        # cut off mid-body (which clients report as an error).
+        shutdown_event=shutdown,
+        shutdown_grace_period=_SHUTDOWN_GRACE_SECONDS,
     )
 
 
-async def _messages(relay: JournalRelay, after: int | None) -> AsyncIterator[ServerSentEvent]:
-    async with relay.subscribe(after) as entries:
-        async for entry in entries:
-            data = json.dumps(entry.data, separators=(",", ":"), ensure_ascii=False)
-            yield ServerSentEvent(data=data, event=entry.type, id=str(entry.id))
+async def _messages(
+    relay: JournalRelay, after: int | None, shutdown: anyio.Event
+) -> AsyncIterator[ServerSentEvent]:
+    async with relay.subscribe(after) as subscription:
+        # A task, not a task group: a cancel scope must not span the generator's yields.
+        closer = asyncio.create_task(_close_on(shutdown, subscription))
+        try:
+            async for entry in subscription:
+                data = json.dumps(entry.data, separators=(",", ":"), ensure_ascii=False)
+                yield ServerSentEvent(data=data, event=entry.type, id=str(entry.id))
+        finally:
+            closer.cancel()
+
+
+async def _close_on(shutdown: anyio.Event, subscription: Subscription) -> None:
+    await shutdown.wait()
+    subscription.close()
 
 
 def _event_id(raw: str | None) -> int | None:

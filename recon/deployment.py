@@ -1,0 +1,24 @@
+"""Names and schedule of the deployment: what `flows/` deploys and what `api/` reads back.
+
+Only constants, no Prefect import: both sides need them and neither imports the other.
+"""
+
+from __future__ import annotations
+
+FLOW_NAME = "reconcile-positions"
+DEPLOYMENT_NAME = "every-5-minutes"
+FULL_NAME = f"{FLOW_NAME}/{DEPLOYMENT_NAME}"
+
+CRON = "*/5 * * * *"
+TIMEZONE = "America/New_York"
+
+# Prefect 3.9 computes New York cron in wall-clock time and skips the repeated 01:00-01:59
+# hour when clocks fall back (first Sunday of November, 06:00-06:55 UTC): a 65-minute gap.
+# This second schedule fills exactly that hour. `day_or=False` makes day-of-month 1-7 AND
+# Sunday both required (cron would otherwise OR them). Spring-forward needs nothing: the
+# skipped 02:xx hour does not exist, and the runs on either side are five minutes apart.
+FALL_BACK_CRON = "*/5 6 1-7 11 0"
+FALL_BACK_TIMEZONE = "UTC"
+
+# What the status endpoint shows as "the" schedule (the fill is an implementation detail).
+SCHEDULE_LABEL = f"{CRON} ({TIMEZONE})"
