@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,32 @@ class PrefectServer(Process):
             return httpx.get(f"{self.api_url}/health", timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
+
+
+@contextlib.contextmanager
+def prefect_api(root: Path, env: dict[str, str] | None = None) -> Iterator[PrefectServer]:
+    """A live server, with this test process's Prefect client pointed at it meanwhile."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    server = PrefectServer(root / "home", root, env)
+    try:
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+            yield server
+    finally:
+        server.stop()
+
+
+def stack_env(root: Path, api_url: str, simulator: Any, database_url: str) -> dict[str, str]:
+    """Environment of a `recon serve` / `recon api` process of a test stack."""
+    return base_env(root / "home", api_url) | {
+        "ALPACA_BASE_URL": simulator.base_url,
+        "ALPACA_API_KEY": simulator.config.api_key,
+        "ALPACA_SECRET_KEY": simulator.config.secret_key,
+        "RECON_DATABASE_URL": database_url,
+        "RECON_DATA_DIR": str(root),
+        "RECON_FETCH_RETRIES": "0",
+        "RECON_HTTP_TIMEOUT_SECONDS": "30",
+    }
 
 
 def children_of(pid: int) -> list[int]:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -15,13 +18,20 @@ import pytest
 from httpx_sse import connect_sse
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
-from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Crashed
 
 from recon.deployment import FULL_NAME
 from recon.keys import create_key, revoke_key
 from recon.store.database import session_factory, upgrade
-from tests.live import PrefectServer, Process, base_env, flow_processes, free_port, wait_for
+from tests.live import (
+    Process,
+    base_env,
+    flow_processes,
+    free_port,
+    prefect_api,
+    stack_env,
+    wait_for,
+)
 from tests.sim import Sim
 
 SEED_STATUS_FIELDS = {
@@ -37,23 +47,8 @@ def stack(
 ) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("sidecar")
     server_env = base_env(root / "home") | {"PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2"}
-    server = PrefectServer(root / "home", root, env=server_env)
     url = f"sqlite:///{root / 'recon.db'}"
     upgrade(url)
-    port = free_port()
-    env = base_env(root / "home", server.api_url) | {
-        "ALPACA_BASE_URL": simulator_server.base_url,
-        "ALPACA_API_KEY": simulator_server.config.api_key,
-        "ALPACA_SECRET_KEY": simulator_server.config.secret_key,
-        "RECON_DATABASE_URL": url,
-        "RECON_DATA_DIR": str(root),
-        "RECON_FETCH_RETRIES": "0",
-        "RECON_HTTP_TIMEOUT_SECONDS": "30",
-        "RECON_TRIGGER_WAIT_SECONDS": "45",
-    }
-    runner = Process(["cli", "serve"], env, root / "runner.log")
-    sidecar = Process(["cli", "api", "--port", str(port)], env, root / "sidecar.log")
-    base = f"http://127.0.0.1:{port}"
     tokens: dict[str, str] = {}
     with session_factory(url).begin() as session:
         tokens["admin"] = create_key(session, "admin", ["admin:read", "admin:write", "events:read"])
@@ -61,13 +56,19 @@ def stack(
         tokens["events"] = create_key(session, "events", ["events:read"])
         tokens["revoked"] = create_key(session, "old", ["admin:read", "admin:write"])
         revoke_key(session, "old")
-    try:
-        with temporary_settings({PREFECT_API_URL: server.api_url}):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with prefect_api(root, env=server_env) as server:
+        env = stack_env(root, server.api_url, simulator_server, url)
+        env["RECON_TRIGGER_WAIT_SECONDS"] = "45"
+        runner = Process(["cli", "serve"], env, root / "runner.log")
+        sidecar = Process(["cli", "api", "--port", str(port)], env, root / "sidecar.log")
+        try:
             wait_for(lambda: _ready(base, sidecar), 90, "the sidecar and the deployment")
             yield {"base": base, "url": url, "tokens": tokens, "runner": runner, "sidecar": sidecar}
-    finally:
-        for process in (sidecar, runner, server):
-            process.stop()
+        finally:
+            sidecar.stop()
+            runner.stop()
 
 
 def _ready(base: str, sidecar: Process) -> bool:
@@ -321,3 +322,54 @@ def test_crashed_runs_reach_the_stream_as_system_error(stack: dict[str, Any], si
     assert int(received[0]["_id"]) < int(received[1]["_id"])
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(zombie.id).state_type == StateType.CRASHED
+
+
+def _recon(
+    stack: dict[str, Any], *args: str, token: str = "admin"
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RECON_", "ALPACA_"))}
+    env |= {"RECON_API_URL": stack["base"], "RECON_API_TOKEN": stack["tokens"][token]}
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_operator_cli_talks_to_the_sidecar(stack: dict[str, Any], sim: Sim) -> None:
+    shown = _recon(stack, "status")
+    assert shown.returncode == 0, shown.stderr
+    assert "successfulRuns" in json.loads(shown.stdout)["positionReconciliation"]
+    forbidden = _recon(stack, "trigger", token="reader")
+    assert forbidden.returncode == 1 and "HTTP 403" in forbidden.stderr
+    sim.fault("stall", delay=5.0, path="/v2/positions")
+    started = _recon(stack, "trigger", "--no-wait")
+    assert started.returncode == 0, started.stderr
+    busy = _recon(stack, "trigger")
+    assert busy.returncode == 3 and "already in progress" in busy.stderr
+    run_id = json.loads(started.stdout)["flowRunId"]
+    wait_for(
+        lambda: status(stack)["lastFlowRunId"] == run_id, 60, "the run to finish", interval=0.5
+    )
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RECON_", "ALPACA_"))}
+    env |= {"RECON_API_URL": stack["base"], "RECON_API_TOKEN": stack["tokens"]["events"]}
+    tail = subprocess.Popen(
+        [sys.executable, "-m", "cli", "events", "--last-event-id", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert tail.stdout is not None
+        line = tail.stdout.readline()
+        event_id, kind, data = line.split(" ", 2)
+        assert event_id == "1" and kind in ("position:updated", "system:error")
+        assert json.loads(data)["source"] == "position-reconciliation-job"
+    finally:
+        tail.send_signal(signal.SIGINT)
+        tail.wait(20)

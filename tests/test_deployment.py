@@ -16,7 +16,6 @@ from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.deployments import run_deployment
 from prefect.server.schemas.schedules import CronSchedule as ServerCron
-from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Scheduled
 from sqlalchemy import select
 
@@ -25,7 +24,7 @@ from flows.zombies import NAME as ZOMBIE_AUTOMATION
 from recon.store.database import session_factory, upgrade
 from recon.store.journal import SYSTEM_ERROR, read_events
 from recon.store.models import SyncRun
-from tests.live import PrefectServer, Process, base_env, flow_processes, wait_for
+from tests.live import PrefectServer, Process, flow_processes, prefect_api, stack_env, wait_for
 from tests.sim import Sim
 
 UTC = dt.UTC
@@ -34,13 +33,8 @@ FINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.C
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
-    root = tmp_path_factory.mktemp("prefect-live")
-    live = PrefectServer(root / "home", root)
-    try:
-        with temporary_settings({PREFECT_API_URL: live.api_url}):
-            yield live
-    finally:
-        live.stop()
+    with prefect_api(tmp_path_factory.mktemp("prefect-live")) as live:
+        yield live
 
 
 @pytest.fixture(scope="module")
@@ -51,15 +45,7 @@ def stack(
     root = tmp_path_factory.mktemp("served")
     url = f"sqlite:///{root / 'recon.db'}"
     upgrade(url)
-    env = base_env(root / "home", server.api_url) | {
-        "ALPACA_BASE_URL": simulator_server.base_url,
-        "ALPACA_API_KEY": simulator_server.config.api_key,
-        "ALPACA_SECRET_KEY": simulator_server.config.secret_key,
-        "RECON_DATABASE_URL": url,
-        "RECON_DATA_DIR": str(root),
-        "RECON_FETCH_RETRIES": "0",
-        "RECON_HTTP_TIMEOUT_SECONDS": "30",
-    }
+    env = stack_env(root, server.api_url, simulator_server, url)
     state: dict[str, Any] = {"env": env, "url": url, "root": root}
     state["runner"] = start_runner(state)
     try:

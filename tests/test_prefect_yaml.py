@@ -12,24 +12,18 @@ import pytest
 import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows import deployment as defined
 from recon.store.database import upgrade
-from tests.live import PrefectServer, Process, base_env, wait_for
+from tests.live import PrefectServer, Process, base_env, prefect_api, wait_for
 
 ROOT = Path(__file__).parent.parent
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
-    root = tmp_path_factory.mktemp("prefect-yaml")
-    live = PrefectServer(root / "home", root)
-    try:
-        with temporary_settings({PREFECT_API_URL: live.api_url}):
-            yield live
-    finally:
-        live.stop()
+    with prefect_api(tmp_path_factory.mktemp("prefect-yaml")) as live:
+        yield live
 
 
 def prefect(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

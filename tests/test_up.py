@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import sqlite3
 import subprocess
@@ -10,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+from httpx_sse import connect_sse
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from prefect.client.schemas.objects import FlowRun, StateType
@@ -25,6 +28,7 @@ def up_env(tmp_path: Path) -> dict[str, str]:
         "RECON_DATA_DIR": str(data),
         "RECON_PREFECT_PORT": str(free_port()),
         "RECON_SIMULATOR_PORT": str(free_port()),
+        "RECON_API_PORT": str(free_port()),
         "RECON_STARTUP_DELAY_SECONDS": "3",
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
     }
@@ -56,6 +60,22 @@ def runs(tags: list[str] | None = None) -> list[FlowRun]:
 
 def prefect_db(env: dict[str, str]) -> Any:
     return sqlite3.connect(Path(env["RECON_DATA_DIR"]) / "prefect" / "prefect.db")
+
+
+def _seed_commands_work(up: Process, env: dict[str, str]) -> None:
+    """The old system's three commands: status, POST sync with a token, the event stream."""
+    token = re.search(r"admin token (rk_\S+)", up.output())
+    assert token, up.output()
+    base = f"http://127.0.0.1:{env['RECON_API_PORT']}"
+    headers = {"Authorization": f"Bearer {token.group(1)}"}
+    with httpx.Client(base_url=base, headers=headers, timeout=90) as client:
+        status = client.get("/api/admin/jobs/status").json()["positionReconciliation"]
+        assert status["successfulRuns"] >= 2 and status["enabled"] is True
+        synced = client.post("/api/admin/jobs/sync-positions")
+        assert synced.status_code == 200 and synced.json()["success"] is True
+        with connect_sse(client, "GET", "/api/stream/events", params={"lastEventId": 0}) as src:
+            first = next(e for e in src.iter_sse() if e.event == "position:updated")
+    assert first.id == "1" and first.json()["source"] == "position-reconciliation-job"
 
 
 def test_recon_up_demo_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
@@ -100,6 +120,8 @@ def test_recon_up_demo_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
                 "the scheduler to create the five-minute runs",
                 interval=0.5,
             )
+
+        _seed_commands_work(up, env)
 
         second = subprocess.run(
             [sys.executable, "-m", "cli", "up", "--demo"],

@@ -154,7 +154,9 @@ def _upsert(session: Session, rows: pd.DataFrame, now: datetime, run_id: int) ->
         index_elements=list(KEY),
         set_={c.name: stmt.excluded[c.name] for c in _TABLE.columns if c.name not in keep},
     )
-    session.execute(stmt, records)
+    # On the session's connection, as `_refresh` does: the ORM's bulk-insert layer adds
+    # nothing to a plain multi-row upsert but per-row bookkeeping.
+    session.connection().execute(stmt, records)
 
 
 def _refresh(session: Session, rows: pd.DataFrame, now: datetime, run_id: int) -> None:
