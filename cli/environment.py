@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+
+import httpx
 
 
 def prepare_environment() -> None:
@@ -16,4 +19,20 @@ def prepare_environment() -> None:
     # Prefect's server exits (code 3) instead of creating a missing home for its database.
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if "PREFECT_API_URL" not in os.environ:
+        # A `recon up` on this data directory: use its server (runs show in its UI) rather
+        # than an ephemeral one sharing the same Prefect database file.
+        running = _running_server(data_dir)
+        if running:
+            os.environ["PREFECT_API_URL"] = running
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def _running_server(data_dir: Path) -> str | None:
+    try:
+        urls = json.loads((data_dir / "up.json").read_text())["urls"]
+        api = f"{urls['prefect'].rstrip('/')}/api"
+        healthy = httpx.get(f"{api}/health", timeout=1.0).status_code == 200
+    except (OSError, ValueError, KeyError, TypeError, httpx.HTTPError):
+        return None
+    return api if healthy else None

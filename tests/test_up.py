@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import sqlite3
@@ -78,6 +79,26 @@ def _seed_commands_work(up: Process, env: dict[str, str]) -> None:
     assert first.id == "1" and first.json()["source"] == "position-reconciliation-job"
 
 
+def _manual_sync_uses_the_running_server(env: dict[str, str], tmp_path: Path) -> None:
+    """`recon sync` on the same data directory reports to `recon up`'s Prefect server."""
+    sim = f"http://127.0.0.1:{env['RECON_SIMULATOR_PORT']}"
+    done = subprocess.run(
+        [sys.executable, "-m", "cli", "sync", "--json"],
+        env=env
+        | {"ALPACA_BASE_URL": sim, "ALPACA_API_KEY": "sim-key", "ALPACA_SECRET_KEY": "sim-secret"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    run_id = json.loads(done.stdout)["flowRunId"]
+    api = f"http://127.0.0.1:{env['RECON_PREFECT_PORT']}/api"
+    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        assert str(client.read_flow_run(run_id).id) == run_id
+
+
 def test_recon_up_demo_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
     env = up_env(tmp_path)
     marker = f"RECON_DATA_DIR={env['RECON_DATA_DIR']}"
@@ -122,6 +143,7 @@ def test_recon_up_demo_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
             )
 
         _seed_commands_work(up, env)
+        _manual_sync_uses_the_running_server(env, tmp_path)
 
         second = subprocess.run(
             [sys.executable, "-m", "cli", "up", "--demo"],
