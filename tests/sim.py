@@ -38,5 +38,8 @@ class Sim:
         log: list[dict[str, Any]] = self._control("GET", "/requests")
         return [r for r in log if path is None or r["path"] == path]
 
+    def reset_log(self) -> None:
+        self._control("DELETE", "/requests")
+
     def reset(self) -> None:
         self._control("POST", "/reset")
