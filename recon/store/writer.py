@@ -154,9 +154,7 @@ def _upsert(session: Session, rows: pd.DataFrame, now: datetime, run_id: int) ->
         index_elements=list(KEY),
         set_={c.name: stmt.excluded[c.name] for c in _TABLE.columns if c.name not in keep},
     )
-    # On the session's connection, as `_refresh` does: the ORM's bulk-insert layer adds
-    # nothing to a plain multi-row upsert but per-row bookkeeping.
-    session.connection().execute(stmt, records)
+    session.execute(stmt, records)
 
 
 def _refresh(session: Session, rows: pd.DataFrame, now: datetime, run_id: int) -> None:

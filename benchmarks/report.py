@@ -1,0 +1,151 @@
+"""The machine, the Markdown tables printed at the end, the JSON written next to them."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sqlite3
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from benchmarks.common import PG_ADMIN_URL
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "nproc": os.cpu_count(),
+        "cpu": _cpuinfo("model name"),
+        "memory_gb": round(_meminfo_kb("MemTotal") / 1024**2, 1),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "packages": {
+            p: version(p) for p in ("prefect", "pandas", "sqlalchemy", "psycopg", "alpaca-py")
+        },
+    }
+    try:
+        engine = sa.create_engine(PG_ADMIN_URL)
+        with engine.connect() as connection:
+            info["postgresql"] = connection.execute(sa.text("SHOW server_version")).scalar()
+        engine.dispose()
+    except sa.exc.OperationalError:
+        info["postgresql"] = None
+    return info
+
+
+def _cpuinfo(key: str) -> str | None:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith(key):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def _meminfo_kb(key: str) -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1])
+    return 0
+
+
+def num(value: Any, unit: str = "", digits: int = 2) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, int):
+        return f"{value:,}{unit}"
+    if value >= 100:
+        return f"{value:,.0f}{unit}"
+    if value >= 10:
+        return f"{value:.1f}{unit}"
+    return f"{value:.{digits}f}{unit}" if value >= 0.01 else f"{value:.4f}{unit}"
+
+
+def ms(value: float | None) -> str:
+    return num(None if value is None else value * 1000, " ms", 1)
+
+
+# (column header, row key, formatter) per figure
+COLUMNS: dict[str, list[tuple[str, str, Any]]] = {
+    "core": [
+        ("db", "dialect", str),
+        ("N", "n", num),
+        ("changes", "changes", num),
+        ("ours", "ours_s", lambda v: num(v, " s", 3)),
+        ("naive ORM", "naive_s", lambda v: num(v, " s", 3)),
+        ("driver floor", "floor_s", lambda v: num(v, " s", 3)),
+        ("naive/ours", "naive_over_ours", lambda v: num(v, "x", 1)),
+        ("ours/floor", "ours_over_floor", lambda v: num(v, "x", 2)),
+        ("ours peak", "ours_peak_mb", lambda v: num(v, " MB", 1)),
+        ("naive peak", "naive_peak_mb", lambda v: num(v, " MB", 1)),
+        ("floor peak", "floor_peak_mb", lambda v: num(v, " MB", 1)),
+        ("parse N raw", "parse_s", lambda v: num(v, " s", 3)),
+    ],
+    "flow": [
+        ("db", "dialect", str),
+        ("N", "n", num),
+        ("plain calls", "plain_s", lambda v: num(v, " s", 3)),
+        ("flow, heartbeat off", "flow_s", lambda v: num(v, " s", 3)),
+        ("flow, heartbeat 30 s", "flow_hb_s", lambda v: num(v, " s", 3)),
+        ("empty flow, same shape", "skeleton_s", lambda v: num(v, " s", 3)),
+        ("flow/plain", "flow_over_plain", lambda v: num(v, "x", 2)),
+        ("flow+hb/plain", "flow_hb_over_plain", lambda v: num(v, "x", 2)),
+    ],
+    "trigger": [
+        ("db", "dialect", str),
+        ("runs", "runs", num),
+        ("median", "median_s", lambda v: num(v, " s", 2)),
+        ("p95", "p95_s", lambda v: num(v, " s", 2)),
+        ("min", "min_s", lambda v: num(v, " s", 2)),
+        ("trigger → Running", "to_running_s", lambda v: num(v, " s", 2)),
+        ("Running → event", "running_to_event_s", lambda v: num(v, " s", 2)),
+        ("flow run total", "flow_total_s", lambda v: num(v, " s", 2)),
+    ],
+    "fanout": [
+        ("db", "dialect", str),
+        ("clients", "clients", num),
+        ("events", "events", num),
+        ("last client median", "last_median_s", ms),
+        ("last client p99", "last_p99_s", ms),
+        ("all receipts p99", "all_p99_s", ms),
+        ("sidecar RSS idle", "rss_idle_mb", lambda v: num(v, " MB", 1)),
+        ("RSS with clients", "rss_clients_mb", lambda v: num(v, " MB", 1)),
+        ("per client", "rss_per_client_kb", lambda v: num(v, " KB", 1)),
+    ],
+}
+TITLES = {
+    "core": "1. Reconcile core: read book + diff + persist (one transaction, journal included)",
+    "flow": "2. Flow overhead: the whole flow under a Prefect server vs plain calls",
+    "trigger": "3. Trigger to event: POST sync-positions?wait=false → position:updated on SSE",
+    "fanout": "4. Fan-out: journal commit → last SSE client's receipt, one sidecar process",
+}
+
+
+def tables(rows: list[dict[str, Any]]) -> str:
+    out: list[str] = []
+    for figure, columns in COLUMNS.items():
+        mine = [r for r in rows if r["figure"] == figure and "error" not in r]
+        if not mine:
+            continue
+        out += [f"### {TITLES[figure]}", ""]
+        out.append("| " + " | ".join(h for h, _, _ in columns) + " |")
+        out.append("|" + "---|" * len(columns))
+        for row in mine:
+            out.append("| " + " | ".join(f(row.get(k)) for _, k, f in columns) + " |")
+        out.append("")
+    failed = [r for r in rows if "error" in r]
+    out += [f"**{r['figure']} on {r['dialect']} failed:** {r['error']}" for r in failed]
+    return "\n".join(out)
+
+
+def write(path: Path, rows: list[dict[str, Any]], options: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "at": datetime.now(UTC).isoformat(),
+        "machine": machine(),
+        "options": options,
+        "results": rows,
+    }
+    path.write_text(json.dumps(document, indent=2, default=str) + "\n")

@@ -1,0 +1,201 @@
+"""The served stack (Prefect server, `recon serve`, `recon api`, simulator) and figure 3:
+trigger to event. Processes come from `tests/live.py`, as in the deployment tests."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+from httpx_sse import connect_sse
+from prefect.client.orchestration import get_client
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from benchmarks import data
+from benchmarks.common import database, median, percentile
+from recon.deployment import FULL_NAME
+from recon.keys import create_key
+from recon.store.database import session_factory
+from simulator.server import SimulatorConfig, SimulatorServer
+from tests.live import PrefectServer, Process, base_env, free_port, wait_for
+from tests.sim import Sim
+
+log = logging.getLogger("benchmarks")
+STREAM = "/api/stream/events"
+TRIGGER_SIZE = 100  # positions in the simulator for the trigger runs
+
+
+@contextmanager
+def prefect_server(root: Path) -> Iterator[PrefectServer]:
+    server = PrefectServer(root / "prefect-home", root)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def simulator() -> Iterator[Sim]:
+    with SimulatorServer(SimulatorConfig(seed=7, drift_seconds=0)) as server:
+        yield Sim(server.base_url, server.config.api_key, server.config.secret_key)
+
+
+class Listener(threading.Thread):
+    """One SSE client noting when each flow run's `position:updated` arrives."""
+
+    def __init__(self, base: str, token: str) -> None:
+        super().__init__(name="sse-listener", daemon=True)
+        self.base, self.token = base, token
+        self.connected = threading.Event()
+        self.arrivals: dict[str, tuple[float, float]] = {}  # flowRunId -> (monotonic, wall)
+
+    def run(self) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        timeout = httpx.Timeout(10.0, read=60.0)  # pings every 15 s keep it reading
+        try:
+            with (
+                httpx.Client(base_url=self.base, headers=headers, timeout=timeout) as client,
+                connect_sse(client, "GET", STREAM) as source,
+            ):
+                self.connected.set()
+                for event in source.iter_sse():
+                    if event.event == "position:updated":
+                        run_id = json.loads(event.data).get("flowRunId")
+                        self.arrivals[run_id] = (time.monotonic(), time.time())
+        except httpx.HTTPError:
+            return  # the sidecar stopped
+
+
+def _ready(base: str, sidecar: Process) -> bool:
+    assert sidecar.popen.poll() is None, sidecar.output()[-3000:]
+    try:
+        if httpx.get(f"{base}/readyz", timeout=2).status_code != 200:
+            return False
+        with get_client(sync_client=True) as client:
+            client.read_deployment_by_name(FULL_NAME)
+    except Exception:
+        return False
+    return True
+
+
+def _idle(client: httpx.Client) -> bool:
+    job = client.get("/api/admin/jobs/status").json()["positionReconciliation"]
+    return not (job["isRunning"] or job.get("isPending"))
+
+
+def _trigger(client: httpx.Client, flip: Callable[[], None]) -> tuple[str, float, float]:
+    """POST until accepted; returns (run id, t0s). A 409 means the cron run (every five
+    minutes) holds the slot: once it is over it has synced what the simulator serves, so
+    the other state is loaded before trying again, and our run still has changes."""
+    for _ in range(10):
+        t0, wall = time.monotonic(), time.time()
+        response = client.post("/api/admin/jobs/sync-positions", params={"wait": "false"})
+        if response.status_code == 202:
+            return response.json()["flowRunId"], t0, wall
+        if response.status_code != 409:
+            raise AssertionError(f"trigger answered {response.status_code}: {response.text}")
+        log.info("trigger: busy (a scheduled run); waiting for it")
+        wait_for(partial(_idle, client), 120, "the scheduled run", interval=0.5)
+        flip()
+    raise AssertionError("the deployment stayed busy")
+
+
+def _finished(run_id: str) -> bool:
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(run_id).state  # type: ignore[arg-type]
+    return bool(state and state.is_final())
+
+
+def trigger_runs(base: str, tokens: dict[str, str], sim: Sim, runs: int) -> dict[str, Any]:
+    first = data.book(TRIGGER_SIZE)
+    states = [[data.raw(r) for r in first], [data.raw(r) for r in data.next_snapshot(first)]]
+    listener = Listener(base, tokens["events"])
+    listener.start()
+    assert listener.connected.wait(15), "the SSE listener did not connect"
+    headers = {"Authorization": f"Bearer {tokens['admin']}"}
+    latencies, to_running, running_to_event, totals = [], [], [], []
+    with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+        loaded = [0]
+
+        def flip() -> None:
+            loaded[0] = 1 - loaded[0]
+            sim.load(states[loaded[0]])
+
+        for i in range(runs + 1):  # run 0 creates the book: a warm-up, untimed
+            flip()
+            run_id, t0, wall = _trigger(client, flip)
+            arrived = wait_for(partial(listener.arrivals.get, run_id), 120, "the event")
+            wait_for(partial(_finished, run_id), 120, "the run to finish", interval=0.25)
+            with get_client(sync_client=True) as prefect:
+                run = prefect.read_flow_run(run_id)  # type: ignore[arg-type]
+            log.info("trigger #%d: %.2f s to the event", i, arrived[0] - t0)
+            if i == 0:
+                continue
+            latencies.append(arrived[0] - t0)
+            if run.start_time and run.end_time:
+                to_running.append(run.start_time.timestamp() - wall)
+                running_to_event.append(arrived[1] - run.start_time.timestamp())
+                totals.append((run.end_time - run.start_time).total_seconds())
+    return {
+        "runs": len(latencies),
+        "median_s": median(latencies),
+        "p95_s": percentile(latencies, 95),
+        "min_s": min(latencies, default=None),
+        "to_running_s": median(to_running),
+        "running_to_event_s": median(running_to_event),
+        "flow_total_s": median(totals),
+        "samples": latencies,
+    }
+
+
+def bench_stack(
+    server: PrefectServer, dialect: str, args: argparse.Namespace, root: Path
+) -> list[dict[str, Any]]:
+    from benchmarks.fanout import bench_fanout
+
+    rows: list[dict[str, Any]] = []
+    home = root / f"stack-{dialect}"
+    home.mkdir()
+    with (
+        simulator() as sim,
+        database(dialect, root, "stack") as db,
+        temporary_settings({PREFECT_API_URL: server.api_url}),
+    ):
+        with session_factory(db.url).begin() as session:
+            tokens = {
+                "admin": create_key(session, "admin", ["admin:write", "admin:read"]),
+                "events": create_key(session, "events", ["events:read"]),
+            }
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        env = base_env(root / "prefect-home", server.api_url) | {
+            "ALPACA_BASE_URL": sim.base_url,
+            "ALPACA_API_KEY": sim.api_key,
+            "ALPACA_SECRET_KEY": sim.secret_key,
+            "RECON_DATABASE_URL": db.url,
+            "RECON_DATA_DIR": str(home),
+            "RECON_FETCH_RETRIES": "0",
+            "RECON_HTTP_TIMEOUT_SECONDS": "30",
+        }
+        runner = Process(["cli", "serve"], env, home / "runner.log")
+        sidecar = Process(["cli", "api", "--port", str(port)], env, home / "sidecar.log")
+        try:
+            wait_for(lambda: _ready(base, sidecar), 120, "the sidecar and the deployment")
+            if "trigger" in args.only:
+                result = trigger_runs(base, tokens, sim, args.trigger_runs)
+                rows.append({"figure": "trigger", "dialect": dialect, **result})
+            if "fanout" in args.only:
+                result = bench_fanout(base, tokens["events"], db.url, sidecar.pid, args)
+                rows.append({"figure": "fanout", "dialect": dialect, **result})
+        finally:
+            sidecar.stop()
+            runner.stop()
+    return rows
