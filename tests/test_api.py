@@ -19,7 +19,7 @@ import pytest
 from httpx_sse import connect_sse
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
-from prefect.states import Crashed
+from prefect.states import Crashed, Scheduled
 
 from recon.deployment import FULL_NAME
 from recon.keys import create_key, revoke_key
@@ -47,7 +47,8 @@ def stack(
     simulator_server: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("sidecar")
-    server_env = base_env(root / "home") | {"PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2"}
+    # No cron runs: one falling due mid-test would turn a trigger under test into a 409.
+    server_env = base_env(root / "home") | {"PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false"}
     url = f"sqlite:///{root / 'recon.db'}"
     upgrade(url)
     tokens: dict[str, str] = {}
@@ -172,6 +173,13 @@ def test_access_token_query_is_for_the_stream_only(stack: dict[str, Any]) -> Non
 
 
 def test_sync_waits_and_answers_with_the_seed_shape(stack: dict[str, Any], sim: Sim) -> None:
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(FULL_NAME)
+        # What the scheduler would create for the next slot (it is off in this module).
+        upcoming = client.create_flow_run_from_deployment(
+            deployment.id,
+            state=Scheduled(scheduled_time=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)),
+        )
     with api(stack) as client:
         response = client.post("/api/admin/jobs/sync-positions")
     assert response.status_code == 200, response.text
@@ -197,7 +205,7 @@ def test_sync_waits_and_answers_with_the_seed_shape(stack: dict[str, Any], sim: 
     )
     assert isinstance(now["lastRunDuration"], int) and now["lastRunDuration"] > 0
     assert dt.datetime.fromisoformat(now["lastRunTime"]).tzinfo is not None
-    assert dt.datetime.fromisoformat(now["nextRunTime"]).tzinfo is not None
+    assert dt.datetime.fromisoformat(now["nextRunTime"]) == upcoming.expected_start_time
     assert now["lastError"] is None
     assert now["lastResult"]["created"] == result["created"]
     assert now["isRunning"] is False

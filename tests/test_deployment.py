@@ -24,7 +24,15 @@ from flows.zombies import NAME as ZOMBIE_AUTOMATION
 from recon.store.database import session_factory, upgrade
 from recon.store.journal import SYSTEM_ERROR, read_events
 from recon.store.models import SyncRun
-from tests.live import PrefectServer, Process, flow_processes, prefect_api, stack_env, wait_for
+from tests.live import (
+    PrefectServer,
+    Process,
+    base_env,
+    flow_processes,
+    prefect_api,
+    stack_env,
+    wait_for,
+)
 from tests.sim import Sim
 
 UTC = dt.UTC
@@ -33,7 +41,11 @@ FINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.C
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
-    with prefect_api(tmp_path_factory.mktemp("prefect-live")) as live:
+    root = tmp_path_factory.mktemp("prefect-live")
+    # No cron runs here: one falling due mid-test would take the slot and cancel the
+    # run under test. The schedules themselves are checked, and DST is computed below.
+    env = base_env(root / "home") | {"PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false"}
+    with prefect_api(root, env=env) as live:
         yield live
 
 

@@ -72,7 +72,13 @@ def _seed_commands_work(up: Process, env: dict[str, str]) -> None:
     with httpx.Client(base_url=base, headers=headers, timeout=90) as client:
         status = client.get("/api/admin/jobs/status").json()["positionReconciliation"]
         assert status["successfulRuns"] >= 2 and status["enabled"] is True
-        synced = client.post("/api/admin/jobs/sync-positions")
+        # The real scheduler runs here: a five-minute run may hold the slot (409) for a moment.
+        synced = wait_for(
+            lambda: (r := client.post("/api/admin/jobs/sync-positions")).status_code != 409 and r,
+            120,
+            "a sync the schedule does not collide with",
+            interval=1,
+        )
         assert synced.status_code == 200 and synced.json()["success"] is True
         with connect_sse(client, "GET", "/api/stream/events", params={"lastEventId": 0}) as src:
             first = next(e for e in src.iter_sse() if e.event == "position:updated")
