@@ -32,7 +32,7 @@ from benchmarks.common import database, median, timed
 from benchmarks.stack import simulator
 from flows.reconcile import reconcile_positions
 from recon.broker import AlpacaTradingBroker
-from recon.diff import diff_positions
+from recon.diff import diff_book
 from recon.result import RunResult
 from recon.safety import check_removals, check_snapshot
 from recon.settings import get_settings
@@ -58,12 +58,7 @@ def plain() -> dict[str, Any]:
         check_snapshot(snapshot, settings)
         with session_factory(url)() as session:
             book = load_book(session, snapshot.account_id)
-        diff = diff_positions(
-            book,
-            snapshot.positions,
-            protected_ids=[e.asset_id for e in snapshot.errors if e.asset_id],
-            protected_symbols=[e.symbol for e in snapshot.errors],
-        )
+        diff = diff_book(book, snapshot)
         check_removals(diff, len(book), settings, allow=False)
         result = RunResult.from_diff(snapshot, diff, started_at=started, flow_run_id=None)
         result = apply_reconciliation(session_factory(url), diff, result)

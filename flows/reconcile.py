@@ -17,7 +17,7 @@ from prefect.tasks import Task, exponential_backoff
 
 from flows.publish import publish_changes
 from recon.broker import AlpacaTradingBroker
-from recon.diff import Diff, diff_positions
+from recon.diff import Diff, diff_book
 from recon.errors import BrokerTransientError
 from recon.logfmt import line
 from recon.result import RunResult
@@ -83,12 +83,7 @@ def diff_snapshot(snapshot: Snapshot, allow_mass_removal: bool) -> Plan:
     check_snapshot(snapshot, settings)
     with session_factory(settings.resolved_database_url)() as session:
         book = load_book(session, snapshot.account_id)
-    diff = diff_positions(
-        book,
-        snapshot.positions,
-        protected_ids=[e.asset_id for e in snapshot.errors if e.asset_id],
-        protected_symbols=[e.symbol for e in snapshot.errors],
-    )
+    diff = diff_book(book, snapshot)
     check_removals(diff, len(book), settings, allow=allow_mass_removal)
     logger = get_run_logger()
     for symbol in diff.held_back:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from recon.position import COLUMNS, MARKET_FIELDS, MATERIAL_FIELDS, decimal_text
+from recon.snapshot import Snapshot
 
 ChangeKind = Literal["created", "updated", "removed"]
 
@@ -98,6 +99,16 @@ def diff_positions(
         held_back=sorted(held["symbol"].tolist()),
         unchanged=int((~any_material).sum()),
         changes=changes,
+    )
+
+
+def diff_book(book: pd.DataFrame, snapshot: Snapshot) -> Diff:
+    """`diff_positions` with the snapshot's failed records protecting their local rows."""
+    return diff_positions(
+        book,
+        snapshot.positions,
+        protected_ids=[e.asset_id for e in snapshot.errors if e.asset_id],
+        protected_symbols=[e.symbol for e in snapshot.errors],
     )
 
 
