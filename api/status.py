@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import FlowRun, StateType
@@ -35,7 +36,7 @@ async def job_status(prefect: PrefectClient, settings: Settings, deployment: Any
             FlowRunSort.EXPECTED_START_TIME_ASC,
         ),
     )
-    sync_run = await asyncio.to_thread(_sync_run, settings, last) if last else None
+    sync_run = await asyncio.to_thread(sync_run_of, settings, last.id) if last else None
     schedules = [s for s in deployment.schedules if s.active]
     # `in_progress` returns a Running/Cancelling run, a Pending one, or one due in seconds.
     running = active is not None and active.state_type in (StateType.RUNNING, StateType.CANCELLING)
@@ -62,12 +63,11 @@ async def job_status(prefect: PrefectClient, settings: Settings, deployment: Any
     }
 
 
-def _sync_run(settings: Settings, run: FlowRun) -> SyncRun | None:
+def sync_run_of(settings: Settings, flow_run_id: UUID) -> SyncRun | None:
+    """The app database's record of a flow run (its result or its reason of failure)."""
     with session_factory(settings.resolved_database_url)() as session:
-        query = (
-            select(SyncRun).where(SyncRun.flow_run_id == str(run.id)).order_by(SyncRun.id.desc())
-        )
-        return session.scalars(query.limit(1)).first()
+        query = select(SyncRun).where(SyncRun.flow_run_id == str(flow_run_id))
+        return session.scalars(query.order_by(SyncRun.id.desc()).limit(1)).first()
 
 
 def _last_error(run: FlowRun | None, sync_run: SyncRun | None) -> str | None:

@@ -14,13 +14,11 @@ from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import FlowRun, StateType
-from sqlalchemy import select
 
 from api.errors import ApiError
 from api.runs import in_progress, read_deployment, ui_url
+from api.status import sync_run_of
 from recon.settings import Settings
-from recon.store.database import session_factory
-from recon.store.models import SyncRun
 
 IN_PROGRESS = "Position sync already in progress"
 FINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
@@ -53,7 +51,7 @@ async def wait_for_result(
         # Lost the race to a run the check could not see (another replica, a cron run).
         raise _conflict(run.id, message)
     if run.state_type != StateType.COMPLETED:
-        sync_run = await asyncio.to_thread(_sync_run, settings, run.id)
+        sync_run = await asyncio.to_thread(sync_run_of, settings, run.id)
         reason = sync_run.reason if sync_run and sync_run.reason else message
         raise ApiError(
             500,
@@ -63,7 +61,7 @@ async def wait_for_result(
             flowRunId=str(run.id),
             flowRunUrl=url,
         )
-    sync_run = await asyncio.to_thread(_sync_run, settings, run.id)
+    sync_run = await asyncio.to_thread(sync_run_of, settings, run.id)
     result = (sync_run.result if sync_run else None) or {}
     summary = result.get("summary", {})
     return 200, {
@@ -87,9 +85,3 @@ def _conflict(flow_run_id: UUID, detail: str) -> ApiError:
         f"a position sync is already in progress ({detail}); try again when it has finished",
         flowRunId=str(flow_run_id),
     )
-
-
-def _sync_run(settings: Settings, flow_run_id: UUID) -> SyncRun | None:
-    with session_factory(settings.resolved_database_url)() as session:
-        query = select(SyncRun).where(SyncRun.flow_run_id == str(flow_run_id))
-        return session.scalars(query.order_by(SyncRun.id.desc()).limit(1)).first()
