@@ -104,11 +104,12 @@ def create_app(
     return app
 
 
-def _authorized(request: Request, config: SimulatorConfig) -> bool:
+def _authorized(request: Request, credentials: tuple[str, str]) -> bool:
     key = request.headers.get("APCA-API-KEY-ID", "")
     secret = request.headers.get("APCA-API-SECRET-KEY", "")
-    return secrets.compare_digest(key.encode(), config.api_key.encode()) & secrets.compare_digest(
-        secret.encode(), config.secret_key.encode()
+    api_key, secret_key = credentials
+    return secrets.compare_digest(key.encode(), api_key.encode()) & secrets.compare_digest(
+        secret.encode(), secret_key.encode()
     )
 
 
@@ -129,7 +130,7 @@ async def _serve(sim: Simulator, request: Request, build: Callable[[], object]) 
 async def _respond(
     sim: Simulator, request: Request, entry: dict[str, Any], build: Callable[[], object]
 ) -> Response | None:
-    if not _authorized(request, sim.config):
+    if not _authorized(request, sim.credentials):
         return error_response(401)
     sim.catch_up()
     fault = sim.faults.take(request.url.path)

@@ -27,6 +27,15 @@ class LoadRequest(BaseModel):
     account: dict[str, Any] | None = None
 
 
+class KeysRequest(BaseModel):
+    """The key pair the broker accepts from now on (until the next reset)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_key: str = Field(min_length=1)
+    secret_key: str = Field(min_length=1)
+
+
 def _loopback_only(request: Request) -> None:
     # The control API has no auth, so it must stay unreachable even when the broker side is
     # bound to a public interface for a demo.
@@ -70,6 +79,11 @@ def control_router(sim: Simulator) -> APIRouter:
     @router.delete("/fault")
     async def disarm() -> dict[str, Any]:
         sim.faults.clear()
+        return sim.state()
+
+    @router.put("/keys")
+    async def rotate_keys(body: KeysRequest) -> dict[str, Any]:
+        sim.credentials = (body.api_key, body.secret_key)
         return sim.state()
 
     @router.post("/reset")

@@ -42,6 +42,9 @@ class Simulator:
         self._monotonic = monotonic
         self._lock = threading.Lock()
         self._drift_origin = monotonic()
+        # The key pair the broker accepts now; rotating it (as regenerating keys in Alpaca's
+        # dashboard does) turns a client's configured keys into wrong ones.
+        self.credentials = (config.api_key, config.secret_key)
 
     def catch_up(self) -> int:
         """Apply the drift steps that fell due since the last call; lazy, so no timer thread."""
@@ -62,6 +65,7 @@ class Simulator:
         self.portfolio = Portfolio(self.config.seed, self.config.account_id)
         self.faults.clear()
         self.log.clear()
+        self.credentials = (self.config.api_key, self.config.secret_key)
         with self._lock:
             self._drift_origin = self._monotonic()
 

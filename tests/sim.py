@@ -43,3 +43,7 @@ class Sim:
 
     def reset(self) -> None:
         self._control("POST", "/reset")
+
+    def rotate_keys(self, api_key: str, secret_key: str) -> None:
+        """Accept only this key pair from now on (until reset): the configured keys go wrong."""
+        self._control("PUT", "/keys", {"api_key": api_key, "secret_key": secret_key})

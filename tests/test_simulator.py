@@ -376,6 +376,22 @@ def test_wrong_keys_get_alpacas_401_and_are_not_retried(
     ]
 
 
+def test_rotated_keys_turn_the_configured_ones_into_wrong_ones(
+    server: SimulatorServer, client: TradingClient, control: httpx.Client
+) -> None:
+    assert control.put("/keys", json={"api_key": "new", "secret_key": ""}).status_code == 422
+    assert control.put("/keys", json={"api_key": "new", "secret_key": "s2"}).is_success
+    with pytest.raises(APIError) as caught:
+        client.get_all_positions()
+    assert caught.value.status_code == 401
+    rotated = TradingClient(
+        api_key="new", secret_key="s2", raw_data=True, url_override=server.base_url
+    )
+    assert isinstance(rotated.get_account(), dict)
+    control.post("/reset")
+    assert isinstance(client.get_account(), dict)
+
+
 def test_request_log_counts_and_clears(client: TradingClient, control: httpx.Client) -> None:
     client.get_all_positions()
     client.get_account()
