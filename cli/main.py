@@ -29,7 +29,8 @@ def sync(
         bool, typer.Option(help="Run against a simulated broker started for this command.")
     ] = False,
 ) -> None:
-    """Reconcile once, now, and print what changed. Exits 1 if the run failed."""
+    """Reconcile once, now, and print what changed. Exit 1 if the run failed, 3 if another
+    sync was writing (nothing was done)."""
     from cli.sync import run_sync
 
     raise typer.Exit(run_sync(as_json=as_json, allow_mass_removal=allow_mass_removal, demo=demo))

@@ -10,6 +10,8 @@ from typing import Any
 
 import typer
 
+EXIT_SKIPPED = 3  # as `recon trigger` on a 409
+
 
 def run_sync(*, as_json: bool, allow_mass_removal: bool, demo: bool) -> int:
     with _demo_broker() if demo else contextlib.nullcontext():
@@ -20,9 +22,12 @@ def run_sync(*, as_json: bool, allow_mass_removal: bool, demo: bool) -> int:
             reason = state.message or state.name
             if as_json:
                 typer.echo(json.dumps({"success": False, "error": reason, "state": state.name}))
+            elif state.is_cancelled():
+                typer.secho(f"Reconciliation not run: {reason}", fg="yellow", err=True)
             else:
                 typer.secho(f"Reconciliation failed: {reason}", fg="red", err=True)
-            return 1
+            # Another sync was writing: trying again later will work.
+            return EXIT_SKIPPED if state.is_cancelled() else 1
         result: dict[str, Any] = state.result()
     typer.echo(json.dumps(result) if as_json else render(result))
     return 0

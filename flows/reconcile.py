@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -13,12 +14,13 @@ from prefect.client.schemas.objects import State as PrefectState
 from prefect.flows import Flow
 from prefect.logging.loggers import flow_run_logger
 from prefect.runtime import flow_run as current_flow_run
+from prefect.states import Cancelled
 from prefect.tasks import Task, exponential_backoff
 
 from flows.publish import publish_changes
 from recon.broker import AlpacaTradingBroker
 from recon.diff import Diff, diff_book
-from recon.errors import BrokerTransientError
+from recon.errors import BrokerTransientError, SyncInProgressError
 from recon.logfmt import line
 from recon.result import RunResult
 from recon.safety import check_removals, check_snapshot
@@ -124,14 +126,23 @@ def report_failure(flow: Flow[Any, Any], flow_run: FlowRun, state: PrefectState[
     on_crashed=[report_failure],
     timeout_seconds=600,
 )
-def reconcile_positions(allow_mass_removal: bool = False) -> dict[str, Any]:
+def reconcile_positions(
+    allow_mass_removal: bool = False,
+) -> dict[str, Any] | PrefectState[Any]:
     """Make the local positions table equal to what the broker says, and journal the changes."""
     logger = get_run_logger()
     started_at = datetime.now(UTC)
     settings = get_settings()
     url = settings.resolved_database_url
     upgrade(url)
-    with sync_lock(engine_for(url)):
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(sync_lock(engine_for(url)))
+        except SyncInProgressError as exc:
+            # Not a failure: another sync is doing this run's work. Cancelled is how Prefect
+            # (and the status endpoint's skippedRuns) already shows a concurrency skip.
+            logger.warning(line("Reconciliation skipped", reason=str(exc)))
+            return Cancelled(message=f"Skipped: {exc}")
         snapshot = fetch_snapshot.with_options(
             retries=settings.fetch_retries,
             retry_delay_seconds=exponential_backoff(settings.fetch_backoff_seconds),

@@ -236,14 +236,16 @@ def test_every_real_payload_shape_reconciles_exactly(configured: str, sim: Sim, 
                 assert format(getattr(row, field), "f") == raw[field]
 
 
-def test_a_run_started_while_another_writes_fails_fast(configured: str, sim: Sim) -> None:
+def test_a_run_started_while_another_writes_is_skipped_at_once(configured: str, sim: Sim) -> None:
     with sync_lock(engine_for(configured)):
         state = run()
-    assert state.is_failed()
-    assert "another reconciliation" in (state.message or "")
+    # Cancelled, like a concurrency-limit skip: not a failure, never "no changes".
+    assert state.is_cancelled(), state
+    assert (state.message or "").startswith("Skipped: another reconciliation")
     assert sim.requests("/v2/positions") == []
     with session_factory(configured)() as session:
         assert session.scalar(select(func.count()).select_from(Position)) == 0
+        assert read_events(session, 0) == []  # no system:error: nothing failed
 
 
 def test_artifact_lists_the_changes(configured: str, sim: Sim) -> None:
