@@ -28,7 +28,8 @@ def run_sync(*, as_json: bool, allow_mass_removal: bool, demo: bool) -> int:
                 typer.secho(f"Reconciliation failed: {reason}", fg="red", err=True)
             # Another sync was writing: trying again later will work.
             return EXIT_SKIPPED if state.is_cancelled() else 1
-        result: dict[str, Any] = state.result()
+        result = state.result()
+        assert isinstance(result, dict)  # a completed run returns its result dict
     typer.echo(json.dumps(result) if as_json else render(result))
     return 0
 
