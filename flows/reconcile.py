@@ -27,7 +27,7 @@ from recon.safety import check_removals, check_snapshot
 from recon.settings import get_settings
 from recon.snapshot import Snapshot, parse_snapshot
 from recon.store.book import load_book
-from recon.store.database import engine_for, session_factory, upgrade
+from recon.store.database import engine_for, session_factory, store_errors, upgrade
 from recon.store.lock import sync_lock
 from recon.store.writer import apply_reconciliation, record_failure
 
@@ -83,7 +83,10 @@ def fetch_snapshot() -> Snapshot:
 def diff_snapshot(snapshot: Snapshot, allow_mass_removal: bool) -> Plan:
     settings = get_settings()
     check_snapshot(snapshot, settings)
-    with session_factory(settings.resolved_database_url)() as session:
+    with (
+        store_errors("loading the book"),
+        session_factory(settings.resolved_database_url)() as session,
+    ):
         book = load_book(session, snapshot.account_id)
     diff = diff_book(book, snapshot)
     check_removals(diff, len(book), settings, allow=allow_mass_removal)
@@ -101,7 +104,10 @@ def persist_changes(plan: Plan, started_at: datetime) -> RunResult:
     result = RunResult.from_diff(
         plan.snapshot, plan.diff, started_at=started_at, flow_run_id=_flow_run_id()
     )
-    return apply_reconciliation(session_factory(settings.resolved_database_url), plan.diff, result)
+    with store_errors("persisting the changes"):
+        return apply_reconciliation(
+            session_factory(settings.resolved_database_url), plan.diff, result
+        )
 
 
 def report_failure(flow: Flow[Any, Any], flow_run: FlowRun, state: PrefectState[Any]) -> None:
@@ -131,18 +137,20 @@ def reconcile_positions(
 ) -> dict[str, Any] | PrefectState[Any]:
     """Make the local positions table equal to what the broker says, and journal the changes."""
     logger = get_run_logger()
-    started_at = datetime.now(UTC)
     settings = get_settings()
     url = settings.resolved_database_url
     upgrade(url)
     with contextlib.ExitStack() as held:
         try:
-            held.enter_context(sync_lock(engine_for(url)))
+            with store_errors("taking the sync lock"):
+                held.enter_context(sync_lock(engine_for(url)))
         except SyncInProgressError as exc:
             # Not a failure: another sync is doing this run's work. Cancelled is how Prefect
             # (and the status endpoint's skippedRuns) already shows a concurrency skip.
             logger.warning(line("Reconciliation skipped", reason=str(exc)))
             return Cancelled(message=f"Skipped: {exc}")
+        # Taken once the lock is held: two runs' [started_at, finished_at] never overlap.
+        started_at = datetime.now(UTC)
         snapshot = fetch_snapshot.with_options(
             retries=settings.fetch_retries,
             retry_delay_seconds=exponential_backoff(settings.fetch_backoff_seconds),

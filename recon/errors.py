@@ -7,7 +7,8 @@
     │   └── BrokerRejectedError   not worth retrying: 401/403 (keys), other 4xx
     ├── SnapshotRefusedError      the snapshot fails a safety check; nothing is written
     ├── ApiKeyError               an API key cannot be created or revoked as asked
-    └── StoreError
+    └── StoreError                the app database failed (one-line reason; the driver's
+        │                         error is chained as __cause__)
         └── SyncInProgressError   another run holds the database lock
 
 Callers catch the branch they can act on; `str(error)` is always safe to show an
@@ -54,7 +55,7 @@ class ApiKeyError(ReconError):
 
 
 class StoreError(ReconError):
-    """The local store could not apply a change."""
+    """The app database could not load, lock or apply (see `store.database.store_errors`)."""
 
 
 class SyncInProgressError(StoreError):

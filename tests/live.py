@@ -156,6 +156,18 @@ def flow_processes(runner_pid: int) -> list[int]:
     return [p for p in children_of(runner_pid) if "prefect.engine" in cmdline(p)]
 
 
+def flow_process_of(runner_pid: int, flow_run_id: str) -> int | None:
+    """The process running this flow run: the previous run's process may still be exiting."""
+    marker = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
+    for pid in flow_processes(runner_pid):
+        try:
+            if marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                return pid
+        except OSError:
+            continue
+    return None
+
+
 def processes_with_env(marker: str) -> list[int]:
     """Every live process whose environment holds `marker` (e.g. a unique data dir)."""
     found = []

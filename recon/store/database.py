@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,10 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+
+from recon.errors import StoreError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -66,3 +71,23 @@ def current_revision(url: str) -> str | None:
 
     with engine_for(url).connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
+
+
+@contextmanager
+def store_errors(what: str) -> Iterator[None]:
+    """Raise a database failure as a `StoreError` with one line an operator can read.
+
+    SQLAlchemy's own message carries the statement and its parameters over several lines;
+    that text would otherwise become the run's state message and the `system:error` event.
+    The original stays chained (`__cause__`) for the traceback in the run's logs.
+    """
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        raise StoreError(f"{what}: database error: {describe(exc)}") from exc
+
+
+def describe(exc: SQLAlchemyError) -> str:
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+    return f"{type(cause).__name__}: {first}" if first else type(cause).__name__

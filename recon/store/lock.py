@@ -13,6 +13,7 @@ host) or whose time ran out is taken over.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import uuid
@@ -21,9 +22,12 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, delete, select, text, update
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.exc import SQLAlchemyError
 
 from recon.errors import SyncInProgressError
 from recon.store.models import SyncLease
+
+logger = logging.getLogger("recon.store.lock")
 
 _ADVISORY_KEY = 0x5245434F4E01
 LEASE_NAME = "reconcile-positions"
@@ -51,8 +55,14 @@ def _advisory(engine: Engine, holder: str) -> Iterator[str]:
         try:
             yield holder
         finally:
-            connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _ADVISORY_KEY})
-            connection.commit()
+            try:
+                connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _ADVISORY_KEY})
+                connection.commit()
+            except SQLAlchemyError as exc:
+                # The run's own error (often the same dropped connection) must surface, not
+                # this one. A session lock dies with its connection: close it for good.
+                logger.warning("sync lock: unlock failed (%s); closing its connection", exc)
+                connection.invalidate()
 
 
 def _advisory_holder(engine: Engine) -> str:
@@ -96,9 +106,20 @@ def _lease(engine: Engine, holder: str, ttl: timedelta) -> Iterator[str]:
     try:
         yield holder
     finally:
-        with engine.begin() as connection:
-            connection.execute(
-                delete(SyncLease).where(SyncLease.name == LEASE_NAME, SyncLease.holder == holder)
+        try:
+            with engine.begin() as connection:
+                connection.execute(
+                    delete(SyncLease).where(
+                        SyncLease.name == LEASE_NAME, SyncLease.holder == holder
+                    )
+                )
+        except SQLAlchemyError as exc:
+            # Never mask the run's own outcome. The lease is taken over once this process
+            # has exited, or when it expires.
+            logger.warning(
+                "sync lock: releasing the lease failed (%s); it expires at %s",
+                exc,
+                values["expires_at"],
             )
 
 
