@@ -5,6 +5,12 @@ are open and `warm` once every client has the first event (so all are subscribed
 notes the CLOCK_MONOTONIC time (shared by all processes of the machine) at which each
 client receives each event, until an event whose data holds `"benchStop"`. The receipts go
 to `--out` as JSON: {event id: [seconds, …]}.
+
+httpx-sse dispatches a message for every blank line once an id has been seen, so each
+keep-alive ping (`: ping …` and a blank line) comes out as a message with the previous id,
+no data and the default event name `message`; the stream never sends such a message.
+Those are not deliveries: they are counted apart (`pings`), not taken for receipts (a
+ping arriving after an event would otherwise count as a late receipt of it).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ class Clients:
         self.connected = 0
         self.warm = 0
         self.receipts: defaultdict[int, list[float]] = defaultdict(list)
+        self.pings = 0
         self.opening = asyncio.Semaphore(50)  # no connect storm: 50 handshakes at a time
 
     def announce(self, word: str) -> None:
@@ -50,6 +57,9 @@ class Clients:
                     self.announce("connected")
                 first = True
                 async for event in source.aiter_sse():
+                    if not event.data:  # a ping (see the docstring)
+                        self.pings += 1
+                        continue
                     self.receipts[int(event.id)].append(time.monotonic())
                     if first:
                         first = False
@@ -78,6 +88,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         "receipts": clients.receipts,
         "clients": args.clients,
         "connected": clients.connected,
+        "pings": clients.pings,
         "failed": len(failed) + len(pending),
         "first_error": repr(failed[0].exception()) if failed else None,
     }

@@ -65,7 +65,7 @@ def events(last_event_id: int | None) -> int:
                     source.response.read()
                     return _fail(source.response)
                 for event in source.iter_sse():
-                    if event.event in ("ping", "") and not event.data:
+                    if not event.data:  # httpx-sse yields each `: ping` as an empty message
                         continue
                     typer.echo(f"{event.id} {event.event} {event.data}")
         except KeyboardInterrupt:

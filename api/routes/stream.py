@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Final
 
 import anyio
 from fastapi import APIRouter, Header, Query, Request
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 
 from api.deps import EventsRead
 from api.errors import ApiError
@@ -79,14 +78,14 @@ async def stream_events(
 
 async def _messages(
     relay: JournalRelay, after: int | None, shutdown: anyio.Event
-) -> AsyncIterator[ServerSentEvent]:
+) -> AsyncIterator[bytes]:
     async with relay.subscribe(after) as subscription:
         # A task, not a task group: a cancel scope must not span the generator's yields.
         closer = asyncio.create_task(_close_on(shutdown, subscription))
         try:
             async for entry in subscription:
-                data = json.dumps(entry.data, separators=(",", ":"), ensure_ascii=False)
-                yield ServerSentEvent(data=data, event=entry.type, id=str(entry.id))
+                # Encoded once by the relay for every client (sse-starlette sends bytes as is).
+                yield entry.message
         finally:
             closer.cancel()
 
