@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from prefect.client.orchestration import get_client
 
 from api.errors import install_error_handlers
+from api.limits import RequestLimits
 from api.relay import JournalRelay
 from api.routes import health, jobs, positions, stream
 from api.watcher import watch_crashed_runs
@@ -54,6 +55,8 @@ def create_app() -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Last-Event-ID", "Content-Type"],
         )
+    # Added last, so it runs first: nothing else sees an oversized request.
+    app.add_middleware(RequestLimits)
     for module in (health, jobs, positions, stream):
         app.include_router(module.router)
     return app

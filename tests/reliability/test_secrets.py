@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from prefect.client.orchestration import get_client
 from prefect.events.filters import EventFilter
 from sqlalchemy import MetaData, select
@@ -17,6 +19,7 @@ from recon.deployment import FULL_NAME
 from recon.keys import create_key
 from recon.store.database import engine_for, session_factory, upgrade
 from simulator.server import SimulatorConfig, SimulatorServer
+from tests.conftest import PG_ADMIN_URL, _postgres_schema_url
 from tests.live import Process, free_port, prefect_api, stack_env, wait_for
 from tests.sim import Sim
 
@@ -24,10 +27,20 @@ KEY_ID = "PKZZTOPSECRETKEYID42"
 SECRET = "sk-live-XYZZY-do-not-leak-0b1c2d3e4f"
 
 
-@pytest.fixture(scope="module")
-def secret_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def secret_stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("secrets")
-    url = f"sqlite:///{root / 'recon.db'}"
+    schema = f"s_{uuid.uuid4().hex[:12]}"
+    if request.param == "sqlite":
+        url = f"sqlite:///{root / 'recon.db'}"
+    else:
+        with sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT").connect() as admin:
+            admin.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        url = _postgres_schema_url(schema)
     upgrade(url)
     with session_factory(url).begin() as session:
         token = create_key(session, "ops", ["admin:read", "admin:write", "events:read"])
@@ -41,6 +54,7 @@ def secret_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         try:
             wait_for(lambda: _ready(base), 90, "the sidecar")
             yield {
+                "db": request.param,
                 "root": root,
                 "url": url,
                 "base": base,
@@ -50,6 +64,10 @@ def secret_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         finally:
             sidecar.stop()
             runner.stop()
+            engine_for(url).dispose()
+            if request.param == "postgresql":
+                with sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT").connect() as a:
+                    a.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
 
 
 def _ready(base: str) -> bool:
@@ -98,6 +116,11 @@ def test_no_log_parameter_artifact_event_error_or_row_holds_a_secret(
     for name, text in produced.items():
         for secret in (SECRET, KEY_ID, token):
             assert secret not in text, f"a secret appears in {name}"
+    print(
+        f"\n[secrets] db={secret_stack['db']} scanned {len(produced)} sources "
+        f"({sum(len(t) for t in produced.values()):,} characters: answers, run parameters and "
+        f"states, logs, artifacts, events, process logs, every table) for 3 secrets: found 0"
+    )
 
 
 def _prefect_records() -> dict[str, str]:
