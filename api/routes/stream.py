@@ -63,6 +63,10 @@ async def stream_events(
     """
     after = _event_id(last_event_id_header or last_event_id_query)
     relay: JournalRelay = request.app.state.relay
+    if after is None:
+        # "Newer than the connection" means newer than now, not than the moment the body
+        # starts (after the headers are sent): pin the position here and replay from it.
+        after = relay.position
     shutdown = anyio.Event()
     return EventSourceResponse(
         _messages(relay, after, shutdown),
