@@ -20,7 +20,9 @@ from uuid import UUID
 import httpx
 from httpx_sse import connect_sse
 from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
 from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.sorting import FlowRunSort
 from prefect.states import Scheduled
 from sqlalchemy import select
 
@@ -139,10 +141,13 @@ class Stack:
             )
 
     def deployment_runs(self) -> list[FlowRun]:
+        only_ours = FlowRunFilter(
+            deployment_id=FlowRunFilterDeploymentId(any_=[self.deployment_id])
+        )
         with self.prefect() as client:
-            return [
-                r for r in client.read_flow_runs(limit=200) if r.deployment_id == self.deployment_id
-            ]
+            return client.read_flow_runs(
+                flow_run_filter=only_ours, sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=200
+            )
 
     # -- the app database ----------------------------------------------------------------
 

@@ -25,6 +25,14 @@ TRIGGERS = 50
 def test_fifty_triggers_schedule_and_manual_sync_never_write_at_once(
     stack: Stack, sim: Sim
 ) -> None:
+    # Earlier scenarios' runs (the fuzzer's triggers, say) must be over: one still queued
+    # would make the sidecar answer every trigger 409.
+    wait_for(
+        lambda: all(r.state_type in FINAL for r in stack.deployment_runs()),
+        120,
+        "earlier runs to end",
+        interval=0.5,
+    )
     while broker_book(sim) == stack.book():
         sim.step()
     expected = broker_book(sim)
