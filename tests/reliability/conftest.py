@@ -90,3 +90,19 @@ def _ready(base: str, prefect_url: str, runner: Process, sidecar: Process) -> An
             return client.read_deployment_by_name(FULL_NAME).id
         except Exception:
             return None
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Each scenario prints its figures (`[scenario] ...`); collect them at the end of the
+    run, so they show in CI's output without `-s`."""
+    lines = [
+        line
+        for report in terminalreporter.stats.get("passed", [])
+        if "tests/reliability/" in report.nodeid and report.when == "call"
+        for line in report.capstdout.splitlines()
+        if line.startswith("[")
+    ]
+    if lines:
+        terminalreporter.section("reliability figures")
+        for line in lines:
+            terminalreporter.write_line(line)
