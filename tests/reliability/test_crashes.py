@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 
+import pytest
 import sqlalchemy as sa
 from prefect.client.schemas.objects import StateType
 
@@ -32,6 +33,7 @@ KILLS = 20
 PHASES = ["starting", "fetching", "persisting", "committed"]
 
 
+@pytest.mark.timeout(1800)  # 20 kills and 20 recovery runs: 4 to 7 min on a loaded 2-core box
 def test_twenty_kills_leave_no_partial_state(stack: Stack, sim: Sim) -> None:
     chaos = random.Random(f"crashes-{stack.db}")
     phases: Counter[str] = Counter()
