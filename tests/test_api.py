@@ -27,7 +27,7 @@ from recon.store.database import session_factory, upgrade
 from tests.live import (
     Process,
     base_env,
-    flow_processes,
+    flow_process_of,
     free_port,
     prefect_api,
     stack_env,
@@ -318,8 +318,10 @@ def test_crashed_runs_reach_the_stream_as_system_error(stack: dict[str, Any], si
     with api(stack) as client:
         killed = client.post("/api/admin/jobs/sync-positions", params={"wait": "false"}).json()
     wait_for(lambda: sim.requests("/v2/positions"), 30, "the run to reach the broker")
-    pids = wait_for(lambda: flow_processes(stack["runner"].pid), 30, "the flow process")
-    os.kill(pids[0], signal.SIGKILL)
+    pid = wait_for(
+        lambda: flow_process_of(stack["runner"].pid, killed["flowRunId"]), 30, "its process"
+    )
+    os.kill(pid, signal.SIGKILL)
     wait_for(lambda: received, 30, "system:error for the killed run", interval=0.2)
     sim.clear_fault()
 

@@ -28,7 +28,7 @@ from tests.live import (
     PrefectServer,
     Process,
     base_env,
-    flow_processes,
+    flow_process_of,
     prefect_api,
     stack_env,
     wait_for,
@@ -180,7 +180,7 @@ def test_slot_is_free_again_after_the_flow_process_is_killed(
     sim.fault("stall", delay=60.0, path="/v2/positions")
     run_id = trigger()
     wait_for(lambda: read(run_id).state_type == StateType.RUNNING, 30, "the run to start")
-    (pid,) = wait_for(lambda: flow_processes(stack["runner"].pid), 10, "the flow process")
+    pid = wait_for(lambda: flow_process_of(stack["runner"].pid, str(run_id)), 10, "its process")
     os.kill(pid, signal.SIGKILL)
     (crashed,) = wait_final([run_id], timeout=30)
     assert crashed.state_type == StateType.CRASHED
@@ -205,7 +205,7 @@ def test_zombie_run_is_crashed_when_runner_and_flow_die_together(
     run_id = trigger()
     wait_for(lambda: read(run_id).state_type == StateType.RUNNING, 30, "the run to start")
     runner: Process = stack["runner"]
-    (pid,) = wait_for(lambda: flow_processes(runner.pid), 10, "the flow process")
+    pid = wait_for(lambda: flow_process_of(runner.pid, str(run_id)), 10, "its process")
     # Wait for one heartbeat: the automation arms on the first one.
     wait_for(lambda: _heartbeats(run_id), 60, "a heartbeat", interval=1)
     killed_at = time.monotonic()
