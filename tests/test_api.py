@@ -389,4 +389,5 @@ def test_operator_cli_talks_to_the_sidecar(stack: dict[str, Any], sim: Sim) -> N
         assert json.loads(data)["source"] == "position-reconciliation-job"
     finally:
         tail.send_signal(signal.SIGINT)
-        tail.wait(20)
+        # Drain its pipes: a full stdout would block its exit flush for ever.
+        tail.communicate(timeout=20)

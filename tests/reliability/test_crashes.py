@@ -150,7 +150,8 @@ def _wait_for_blocked_backend(stack: Stack) -> None:
         "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
         "AND query LIKE '%pg_advisory_xact_lock%' AND pid <> pg_backend_pid()"
     )
-    engine = sa.create_engine(stack.url, poolclass=sa.NullPool)
+    # Autocommit: pg_stat_activity is read once per transaction, then served from a cache.
+    engine = sa.create_engine(stack.url, poolclass=sa.NullPool, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as connection:
             wait_for(lambda: connection.execute(query).first(), 30, "persist to block")
