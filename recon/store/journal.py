@@ -74,6 +74,12 @@ def lock_journal(session: Session) -> None:
     """On PostgreSQL, ids come from a sequence when the INSERT runs, not when it commits:
     two overlapping writers could commit id 8 before id 7, and a reader tailing `id > 7`
     would skip 7 for ever. A transaction-scoped advisory lock makes journal writers take
-    turns. SQLite already allows one writer at a time. Re-entrant within a transaction."""
+    turns. On SQLite it takes the database's write lock. Re-entrant within a transaction."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _JOURNAL_LOCK_KEY})
+    else:
+        # pysqlite opens a transaction only at the first write, so a check before the first
+        # write (record_failure's "already reported?") would run outside it and two
+        # reporters could both insert. A write that changes nothing takes SQLite's one
+        # write lock now, so the check and the insert happen as one unit.
+        session.execute(text("UPDATE position_events SET id = id WHERE id = -1"))
