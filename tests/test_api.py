@@ -377,6 +377,9 @@ def test_operator_cli_talks_to_the_sidecar(stack: dict[str, Any], sim: Sim) -> N
     tail = subprocess.Popen(
         [sys.executable, "-m", "cli", "events", "--last-event-id", "0"],
         env=env,
+        # Started from a background job, this test inherits SIGINT ignored, and so would the
+        # tail: Ctrl-C is what is under test, so give it the default disposition back.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
