@@ -6,6 +6,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,14 +31,17 @@ def _postgres_schema_url(schema: str) -> str:
     return f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A migrated, empty app database: a SQLite file, or a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'recon.db'}"
+@contextmanager
+def app_database(kind: str, root: Path) -> Iterator[str]:
+    """A migrated, empty app database: a SQLite file under `root`, or a fresh PostgreSQL
+    schema (dropped afterwards). Yields its URL."""
+    if kind == "sqlite":
+        url = f"sqlite:///{root / 'recon.db'}"
         upgrade(url)
-        yield url
-        engine_for(url).dispose()
+        try:
+            yield url
+        finally:
+            engine_for(url).dispose()
         return
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
@@ -52,6 +56,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         with admin.connect() as connection:
             connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty app database: a SQLite file, or a fresh PostgreSQL schema."""
+    with app_database(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

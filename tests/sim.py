@@ -47,3 +47,15 @@ class Sim:
     def rotate_keys(self, api_key: str, secret_key: str) -> None:
         """Accept only this key pair from now on (until reset): the configured keys go wrong."""
         self._control("PUT", "/keys", {"api_key": api_key, "secret_key": secret_key})
+
+    def broker(self, path: str) -> Any:
+        """A `/v2` GET as a client sees it. Read before arming a fault: a fault hits every
+        client, this one included."""
+        headers = {"APCA-API-KEY-ID": self.api_key, "APCA-API-SECRET-KEY": self.secret_key}
+        response = httpx.get(f"{self.base_url}{path}", headers=headers, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def broker_positions(self) -> list[dict[str, Any]]:
+        positions: list[dict[str, Any]] = self.broker("/v2/positions")
+        return positions

@@ -84,16 +84,9 @@ def test_drift_and_rename_are_updates_keyed_by_asset_id(configured: str, sim: Si
                 renamed = True
                 assert before[detail["assetId"]]["symbol"] == detail["fields"]["symbol"]["before"]
                 assert after[detail["assetId"]]["symbol"] == detail["fields"]["symbol"]["after"]
-        live = {p["asset_id"]: Decimal(p["qty"]) for p in _positions(sim)}
+        live = {p["asset_id"]: Decimal(p["qty"]) for p in sim.broker_positions()}
         assert {k: v["qty"] for k, v in after.items()} == live
     assert renamed, "the simulator renames a ticker within a dozen steps"
-
-
-def _positions(sim: Sim) -> list[dict[str, Any]]:
-    import httpx
-
-    headers = {"APCA-API-KEY-ID": sim.api_key, "APCA-API-SECRET-KEY": sim.secret_key}
-    return httpx.get(f"{sim.base_url}/v2/positions", headers=headers).json()  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize(
@@ -169,7 +162,9 @@ def test_a_bad_record_fails_its_own_symbol_only(configured: str, sim: Sim, mode:
     after = book(configured)
     assert after[bad] == before[bad]  # untouched, not removed
     assert error["symbol"] not in result["removed"]
-    good = {p["asset_id"]: Decimal(p["qty"]) for p in _positions(sim) if p["asset_id"] != bad}
+    good = {
+        p["asset_id"]: Decimal(p["qty"]) for p in sim.broker_positions() if p["asset_id"] != bad
+    }
     assert {k: v["qty"] for k, v in after.items() if k != bad} == good
 
 

@@ -2,56 +2,49 @@
 
 from __future__ import annotations
 
-import uuid
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 from prefect.client.orchestration import SyncPrefectClient
 
 from recon.deployment import FULL_NAME
 from recon.keys import create_key
-from recon.store.database import engine_for, session_factory, upgrade
-from tests.conftest import PG_ADMIN_URL, _postgres_schema_url
+from recon.store.database import session_factory
+from tests.conftest import DATABASES, app_database
 from tests.live import PrefectServer, Process, base_env, free_port, stack_env, wait_for
 from tests.reliability.stack import Stack
 
 
-@pytest.fixture(
-    scope="package", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-)
+@pytest.fixture(scope="package", params=DATABASES)
 def stack(
     request: pytest.FixtureRequest, simulator_server: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp(f"reliability-{request.param}")
-    schema = f"r_{uuid.uuid4().hex[:12]}"
-    if request.param == "sqlite":
-        url = f"sqlite:///{root / 'recon.db'}"
-    else:
-        with sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT").connect() as admin:
-            admin.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        url = _postgres_schema_url(schema)
-    upgrade(url)
-    with session_factory(url).begin() as session:
-        token = create_key(session, "ops", ["admin:read", "admin:write", "events:read"])
-    server = PrefectServer(
-        root / "home",
-        root,
-        base_env(root / "home") | {"PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false"},
-    )
-    port = free_port()
-    env = stack_env(root, server.api_url, simulator_server, url) | {
-        "RECON_FETCH_RETRIES": "2",
-        "RECON_FETCH_BACKOFF_SECONDS": "0.1",
-        "RECON_HTTP_TIMEOUT_SECONDS": "3",
-        "RECON_TRIGGER_WAIT_SECONDS": "60",
-    }
-    runner = Process(["cli", "serve"], env, root / "runner.log")
-    sidecar = Process(["cli", "api", "--port", str(port)], env, root / "sidecar.log")
-    base = f"http://127.0.0.1:{port}"
-    try:
+    with contextlib.ExitStack() as cleanup:
+        url = cleanup.enter_context(app_database(request.param, root))
+        with session_factory(url).begin() as session:
+            token = create_key(session, "ops", ["admin:read", "admin:write", "events:read"])
+        server = PrefectServer(
+            root / "home",
+            root,
+            base_env(root / "home") | {"PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false"},
+        )
+        cleanup.callback(server.stop)
+        port = free_port()
+        env = stack_env(root, server.api_url, simulator_server, url) | {
+            "RECON_FETCH_RETRIES": "2",
+            "RECON_FETCH_BACKOFF_SECONDS": "0.1",
+            "RECON_HTTP_TIMEOUT_SECONDS": "3",
+            "RECON_TRIGGER_WAIT_SECONDS": "60",
+        }
+        runner = Process(["cli", "serve"], env, root / "runner.log")
+        cleanup.callback(runner.stop)
+        sidecar = Process(["cli", "api", "--port", str(port)], env, root / "sidecar.log")
+        cleanup.callback(sidecar.stop)  # callbacks run last-in first-out: sidecar first
+        base = f"http://127.0.0.1:{port}"
         deployment_id = wait_for(
             lambda: _ready(base, server.api_url, runner, sidecar), 120, "the served stack"
         )
@@ -67,14 +60,6 @@ def stack(
             root=root,
             env=env,
         )
-    finally:
-        sidecar.stop()
-        runner.stop()
-        server.stop()
-        engine_for(url).dispose()
-        if request.param == "postgresql":
-            with sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT").connect() as admin:
-                admin.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
 
 
 def _ready(base: str, prefect_url: str, runner: Process, sidecar: Process) -> Any:

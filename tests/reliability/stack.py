@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,13 +23,13 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymen
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.states import Scheduled
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from recon.store.database import session_factory
 from recon.store.journal import read_events
-from recon.store.models import Position, PositionEvent, SyncRun
+from recon.store.models import PositionEvent, SyncRun
 from tests.live import Process, wait_for
-from tests.sim import Sim
+from tests.reliability.books import stored_book
 
 FINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
 
@@ -48,7 +47,6 @@ class Listener:
     """One SSE client on the sidecar's stream, in a thread, recording every event."""
 
     events: list[Received] = field(default_factory=list)
-    others: list[str] = field(default_factory=list)
     connected: threading.Event = field(default_factory=threading.Event)
 
     def of(self, type_: str, flow_run_id: UUID | str) -> list[Received]:
@@ -98,9 +96,7 @@ class Stack:
                 listener.connected.set()
                 for event in source.iter_sse():
                     now = dt.datetime.now(dt.UTC)
-                    if not event.data:
-                        listener.others.append(repr(event))
-                    else:
+                    if event.data:  # httpx-sse yields each `: ping` as an empty message
                         data = event.json()
                         listener.events.append(Received(int(event.id), event.event, data, now))
                     if stop.is_set():
@@ -152,38 +148,16 @@ class Stack:
     # -- the app database ----------------------------------------------------------------
 
     def book(self) -> dict[str, Decimal]:
-        with session_factory(self.url)() as session:
-            return {p.asset_id: p.qty for p in session.scalars(select(Position))}
+        return stored_book(self.url)
 
     def journal(self, after: int = 0) -> list[PositionEvent]:
         with session_factory(self.url)() as session:
             return read_events(session, after, limit=100_000)
 
     def last_event_id(self) -> int:
-        events = self.journal()
-        return events[-1].id if events else 0
+        with session_factory(self.url)() as session:
+            return int(session.scalar(select(func.max(PositionEvent.id))) or 0)
 
     def sync_runs(self) -> list[SyncRun]:
         with session_factory(self.url)() as session:
             return list(session.scalars(select(SyncRun).order_by(SyncRun.id)))
-
-
-def broker_book(sim: Sim) -> dict[str, Decimal]:
-    """The simulator's positions, read over HTTP (before a fault is armed: faults hit any
-    client)."""
-    headers = {"APCA-API-KEY-ID": sim.api_key, "APCA-API-SECRET-KEY": sim.secret_key}
-    rows = httpx.get(f"{sim.base_url}/v2/positions", headers=headers, timeout=10).json()
-    return {row["asset_id"]: Decimal(row["qty"]) for row in rows}
-
-
-def settle(stack: Stack, sim: Sim) -> dict[str, Decimal]:
-    """A clean run through the deployment, so a scenario starts from an applied book."""
-    expected = broker_book(sim)
-    response = stack.trigger(wait=True)
-    assert response.status_code == 200, response.text
-    assert stack.book() == expected
-    return expected
-
-
-def elapsed(since: float) -> float:
-    return time.monotonic() - since

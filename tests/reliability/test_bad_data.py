@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import select
 
@@ -22,14 +21,12 @@ from flows.reconcile import reconcile_positions
 from recon.settings import get_settings
 from recon.store.database import session_factory
 from recon.store.journal import POSITION_UPDATED, SYSTEM_ERROR
-from recon.store.models import Position, PositionEvent, SyncRun
+from recon.store.models import PositionEvent, SyncRun
+from tests.reliability.books import Row, live_material, material, stored_rows
 from tests.sim import Sim
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 FETCH_RETRIES = 1
-MATERIAL = ("symbol", "qty", "side", "avg_entry_price", "cost_basis")
-
-Row = dict[str, Any]
 
 
 @dataclass
@@ -39,44 +36,6 @@ class Tally:
     runs: int = 0
     protected: int = 0
     lost: int = 0
-
-
-def stored_rows(url: str) -> dict[str, Row]:
-    """Every column of every stored position, timestamps and writer run included."""
-    columns = [c.name for c in Position.__table__.columns]
-    with session_factory(url)() as session:
-        return {
-            p.asset_id: {c: getattr(p, c) for c in columns}
-            for p in session.scalars(select(Position))
-        }
-
-
-def material(rows: dict[str, Row]) -> dict[str, tuple[Any, ...]]:
-    return {k: tuple(r[f] for f in MATERIAL) for k, r in rows.items()}
-
-
-def _get(sim: Sim, path: str) -> Any:
-    headers = {"APCA-API-KEY-ID": sim.api_key, "APCA-API-SECRET-KEY": sim.secret_key}
-    response = httpx.get(f"{sim.base_url}{path}", headers=headers, timeout=10)
-    response.raise_for_status()
-    return response.json()
-
-
-def live_positions(sim: Sim) -> list[dict[str, Any]]:
-    """What the broker serves now; read before arming a fault (faults hit every client)."""
-    positions: list[dict[str, Any]] = _get(sim, "/v2/positions")
-    return positions
-
-
-def live_material(positions: list[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
-    def value(raw: dict[str, Any], name: str) -> Any:
-        if name == "symbol":
-            return raw["symbol"].strip()
-        if name == "side":
-            return raw["side"]
-        return Decimal(raw[name])
-
-    return {p["asset_id"]: tuple(value(p, f) for f in MATERIAL) for p in positions}
 
 
 def journal(url: str, flow_run_id: str) -> list[PositionEvent]:
@@ -98,7 +57,7 @@ def run(tally: Tally, **parameters: Any) -> Any:
 
 def clean_run(url: str, sim: Sim, tally: Tally) -> dict[str, Row]:
     """A run on good data: Completed, and the book equals the broker's list."""
-    expected = live_material(live_positions(sim))
+    expected = live_material(sim.broker_positions())
     state = run(tally)
     assert state.is_completed(), state.message
     book = stored_rows(url)
@@ -111,7 +70,7 @@ def check_bad_record(url: str, sim: Sim, tally: Tally, mode: str, field: str) ->
     tally.cases += 1
     before = stored_rows(url)
     sim.step()  # so that the good records have something to apply
-    live = live_positions(sim)
+    live = sim.broker_positions()
     bad_raw = live[len(live) // 2]  # the simulator corrupts the middle record
     bad = bad_raw["asset_id"]
     assert bad in before, "the corrupted record must be one the book already holds"
@@ -219,8 +178,8 @@ def test_bad_data_gets_its_documented_outcome_and_no_row_is_lost(
 
     # 5. A truncated list: the largest long position is missing, the account still counts it.
     book = clean_run(configured, sim, tally)
-    live = live_positions(sim)
-    account = _get(sim, "/v2/account")
+    live = sim.broker_positions()
+    account = sim.broker("/v2/account")
     longs = [p for p in live if Decimal(p["market_value"]) > 0]
     dropped = max(longs, key=lambda p: Decimal(p["market_value"]))
     reported = Decimal(account["long_market_value"])

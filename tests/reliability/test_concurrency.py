@@ -16,7 +16,8 @@ from prefect.client.schemas.objects import FlowRun, StateType
 
 from recon.store.journal import POSITION_UPDATED
 from tests.live import Process, wait_for
-from tests.reliability.stack import FINAL, Stack, broker_book
+from tests.reliability.books import broker_book
+from tests.reliability.stack import FINAL, Stack
 from tests.sim import Sim
 
 TRIGGERS = 50

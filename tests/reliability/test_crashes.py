@@ -26,7 +26,8 @@ from prefect.client.schemas.objects import StateType
 
 from recon.store.journal import _JOURNAL_LOCK_KEY, POSITION_UPDATED, SYSTEM_ERROR
 from tests.live import flow_process_of, wait_for
-from tests.reliability.stack import Stack, broker_book
+from tests.reliability.books import broker_book
+from tests.reliability.stack import Stack
 from tests.sim import Sim
 
 KILLS = 20
@@ -98,6 +99,7 @@ def _run_and_kill(stack: Stack, sim: Sim, phase: str, chaos: random.Random) -> t
     if phase == "persisting" and stack.db == "sqlite":
         # A window to take the write lock in once the run holds its lease and is fetching.
         sim.fault("stall", delay=1.0, path="/v2/positions", count=1)
+    head = stack.last_event_id()
     with contextlib.ExitStack() as held:
         if phase == "persisting" and stack.db == "postgresql":
             held.enter_context(_journal_locked(stack))
@@ -122,7 +124,7 @@ def _run_and_kill(stack: Stack, sim: Sim, phase: str, chaos: random.Random) -> t
             wait_for(lambda: _answered(sim, "/v2/clock"), 30, "the fetch to end")
             time.sleep(chaos.uniform(0.5, 1.5))
         else:
-            wait_for(lambda: _updated(stack, run_id), 30, "the run's commit", interval=0.01)
+            wait_for(lambda: _updated(stack, run_id, head), 30, "its commit", interval=0.01)
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -175,5 +177,5 @@ def _answered(sim: Sim, path: str) -> bool:
     return any(r["status"] for r in sim.requests(path))
 
 
-def _updated(stack: Stack, run_id: str) -> bool:
-    return any(e.type == POSITION_UPDATED and e.flow_run_id == run_id for e in stack.journal())
+def _updated(stack: Stack, run_id: str, head: int) -> bool:
+    return any(e.type == POSITION_UPDATED and e.flow_run_id == run_id for e in stack.journal(head))

@@ -23,10 +23,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
-import httpx
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -43,16 +41,14 @@ from sqlalchemy.engine import make_url
 from flows.reconcile import reconcile_positions
 from recon.store.database import make_engine, session_factory
 from recon.store.journal import _JOURNAL_LOCK_KEY, SYSTEM_ERROR
-from recon.store.models import Position, PositionEvent, SyncLease, SyncRun
+from recon.store.models import PositionEvent, SyncLease, SyncRun
 from tests.live import wait_for
+from tests.reliability.books import live_material, material, stored_rows
 from tests.sim import Sim
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 REPEATS = 3
 STALL_SECONDS = 1.0  # under the 2 s RECON_HTTP_TIMEOUT_SECONDS of the `configured` fixture
-MATERIAL = ("symbol", "qty", "side", "avg_entry_price", "cost_basis")
-
-Row = dict[str, Any]
 
 
 @dataclass
@@ -65,38 +61,12 @@ class Tally:
     lost: int = 0
 
 
-def stored_rows(url: str) -> dict[str, Row]:
-    columns = [c.name for c in Position.__table__.columns]
-    with session_factory(url)() as session:
-        return {
-            p.asset_id: {c: getattr(p, c) for c in columns}
-            for p in session.scalars(select(Position))
-        }
-
-
-def material(rows: dict[str, Row]) -> dict[str, tuple[Any, ...]]:
-    return {k: tuple(r[f] for f in MATERIAL) for k, r in rows.items()}
-
-
-def live_material(sim: Sim) -> dict[str, tuple[Any, ...]]:
-    headers = {"APCA-API-KEY-ID": sim.api_key, "APCA-API-SECRET-KEY": sim.secret_key}
-    response = httpx.get(f"{sim.base_url}/v2/positions", headers=headers, timeout=10)
-    response.raise_for_status()
-    return {
-        p["asset_id"]: tuple(
-            p[f].strip() if f == "symbol" else p[f] if f == "side" else Decimal(p[f])
-            for f in MATERIAL
-        )
-        for p in response.json()
-    }
-
-
 def step_until_changed(sim: Sim, url: str) -> dict[str, tuple[Any, ...]]:
     """Drift the broker's book until it differs materially from ours: a run has work to do."""
     stored = material(stored_rows(url))
     for _ in range(100):
         sim.step()
-        live = live_material(sim)
+        live = live_material(sim.broker_positions())
         if live != stored:
             return live
     raise AssertionError("the simulator's book did not change in 100 steps")
@@ -272,7 +242,7 @@ def test_database_lost_mid_persist_rolls_back_and_the_next_run_recovers(
         recovery: Any = reconcile_positions(return_state=True)
         assert recovery.is_completed(), recovery.message
         assert recovery.result()["summary"]["totalChanges"] > 0
-        assert material(stored_rows(configured)) == live == live_material(sim)
+        assert material(stored_rows(configured)) == live == live_material(sim.broker_positions())
         tally.recovered += 1
     assert tally.lost == 0
     print(

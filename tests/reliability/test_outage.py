@@ -16,7 +16,8 @@ from prefect.client.schemas.objects import StateType
 
 from recon.store.journal import POSITION_UPDATED
 from tests.live import wait_for
-from tests.reliability.stack import Stack, broker_book
+from tests.reliability.books import broker_book
+from tests.reliability.stack import Stack
 from tests.sim import Sim
 
 RETRIES = 2  # the stack's RECON_FETCH_RETRIES

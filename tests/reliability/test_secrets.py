@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 from prefect.client.orchestration import get_client
 from prefect.events.filters import EventFilter
 from sqlalchemy import MetaData, select
 
 from recon.deployment import FULL_NAME
 from recon.keys import create_key
-from recon.store.database import engine_for, session_factory, upgrade
+from recon.store.database import engine_for, session_factory
 from simulator.server import SimulatorConfig, SimulatorServer
-from tests.conftest import PG_ADMIN_URL, _postgres_schema_url
+from tests.conftest import DATABASES, app_database
 from tests.live import Process, free_port, prefect_api, stack_env, wait_for
 from tests.sim import Sim
 
@@ -27,25 +25,19 @@ KEY_ID = "PKZZTOPSECRETKEYID42"
 SECRET = "sk-live-XYZZY-do-not-leak-0b1c2d3e4f"
 
 
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-)
+@pytest.fixture(scope="module", params=DATABASES)
 def secret_stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("secrets")
-    schema = f"s_{uuid.uuid4().hex[:12]}"
-    if request.param == "sqlite":
-        url = f"sqlite:///{root / 'recon.db'}"
-    else:
-        with sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT").connect() as admin:
-            admin.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        url = _postgres_schema_url(schema)
-    upgrade(url)
-    with session_factory(url).begin() as session:
-        token = create_key(session, "ops", ["admin:read", "admin:write", "events:read"])
     config = SimulatorConfig(api_key=KEY_ID, secret_key=SECRET, seed=11)
-    with SimulatorServer(config) as simulator, prefect_api(root) as server:
+    with (
+        app_database(request.param, root) as url,
+        SimulatorServer(config) as simulator,
+        prefect_api(root) as server,
+    ):
+        with session_factory(url).begin() as session:
+            token = create_key(session, "ops", ["admin:read", "admin:write", "events:read"])
         env = stack_env(root, server.api_url, simulator, url) | {"RECON_TRIGGER_WAIT_SECONDS": "60"}
         port = free_port()
         runner = Process(["cli", "serve"], env, root / "runner.log")
@@ -64,10 +56,6 @@ def secret_stack(
         finally:
             sidecar.stop()
             runner.stop()
-            engine_for(url).dispose()
-            if request.param == "postgresql":
-                with sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT").connect() as a:
-                    a.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
 
 
 def _ready(base: str) -> bool:

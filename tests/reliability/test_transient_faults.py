@@ -11,17 +11,15 @@ import time
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-from sqlalchemy import select
 
 from flows.reconcile import reconcile_positions
 from recon.store.database import session_factory
 from recon.store.journal import read_events
-from recon.store.models import Position
 from tests.live import wait_for
+from tests.reliability.books import broker_book, stored_book
 from tests.sim import Sim
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -39,17 +37,6 @@ FAULTS: list[tuple[str, dict[str, Any]]] = [
 PATHS = ["/v2/positions", "/v2/account", "/v2/clock"]
 
 
-def live_book(sim: Sim) -> dict[str, Decimal]:
-    headers = {"APCA-API-KEY-ID": sim.api_key, "APCA-API-SECRET-KEY": sim.secret_key}
-    rows = httpx.get(f"{sim.base_url}/v2/positions", headers=headers).json()
-    return {row["asset_id"]: Decimal(row["qty"]) for row in rows}
-
-
-def stored_book(url: str) -> dict[str, Decimal]:
-    with session_factory(url)() as session:
-        return {p.asset_id: p.qty for p in session.scalars(select(Position))}
-
-
 def test_fifty_runs_under_random_transient_faults(
     configured: str, sim: Sim, env: pytest.MonkeyPatch
 ) -> None:
@@ -62,7 +49,7 @@ def test_fifty_runs_under_random_transient_faults(
     slowest = 0.0
     for _ in range(RUNS):
         sim.step()
-        expected = live_book(sim)  # read before arming: a fault applies to any client
+        expected = broker_book(sim)  # read before arming: a fault applies to any client
         sim.reset_log()
         faults = chaos.choice([0, 1, 1, 2, 2, 3, 4, 5])  # > RETRIES + 1 attempts: must fail
         if faults:
