@@ -66,11 +66,13 @@ def bench_core(
     for n in sizes:
         scenario = data.Scenario.of(n)
         snapshot = data.snapshot(scenario.after)
+        moved = data.snapshot(data.prices_moved(scenario.after))
         with database(dialect, root, f"core{n}") as db:
             seed(db, scenario.book)
             floor_plan = plan(db, scenario.book, scenario.after)
             approaches: dict[str, Callable[[], Any]] = {
                 "ours": partial(run_ours, db.url, snapshot),
+                "ours_mtm": partial(run_ours, db.url, moved),
                 "floor": partial(run_floor, db, floor_plan),
             }
             if n <= naive_max:
@@ -90,6 +92,7 @@ def bench_core(
                 memory[name] = peak_memory(call)
             reset(db)
         ours, naive, floor = (median(times.get(k, [])) for k in ("ours", "naive", "floor"))
+        ours_mtm = median(times["ours_mtm"])
         rows.append(
             {
                 "figure": "core",
@@ -99,6 +102,7 @@ def bench_core(
                 "ours_s": ours,
                 "naive_s": naive,
                 "floor_s": floor,
+                "ours_mtm_s": ours_mtm,
                 "ours_over_naive": ours / naive if ours and naive else None,
                 "naive_over_ours": naive / ours if ours and naive else None,
                 "ours_over_floor": ours / floor if ours and floor else None,

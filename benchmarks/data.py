@@ -83,6 +83,17 @@ def next_snapshot(records: list[Record], seed: int = 2) -> list[Record]:
     return out
 
 
+def prices_moved(records: list[Record]) -> list[Record]:
+    """The same snapshot a minute later: every price one cent up (mark-to-market only for
+    the rows whose qty did not change), as on any run while the market is open."""
+    moved = []
+    for record in records:
+        record = dict(record)
+        record["current_price"] += Decimal("0.01")
+        moved.append(_priced(record))
+    return moved
+
+
 def frame(records: list[Record]) -> pd.DataFrame:
     """The frame `parse_snapshot` builds: object columns, indexed by asset_id."""
     data = pd.DataFrame.from_records(records, columns=list(COLUMNS))

@@ -74,6 +74,7 @@ COLUMNS: dict[str, list[tuple[str, str, Any]]] = {
         ("N", "n", num),
         ("changes", "changes", num),
         ("ours", "ours_s", lambda v: num(v, " s", 3)),
+        ("ours, all prices moved", "ours_mtm_s", lambda v: num(v, " s", 3)),
         ("naive ORM", "naive_s", lambda v: num(v, " s", 3)),
         ("driver floor", "floor_s", lambda v: num(v, " s", 3)),
         ("naive/ours", "naive_over_ours", lambda v: num(v, "x", 1)),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -16,6 +16,7 @@ from prefect.logging.loggers import flow_run_logger
 from prefect.runtime import flow_run as current_flow_run
 from prefect.states import Cancelled
 from prefect.tasks import Task, exponential_backoff
+from prefect.utilities.annotations import opaque
 
 from flows.publish import publish_changes
 from recon.broker import AlpacaTradingBroker
@@ -30,6 +31,8 @@ from recon.store.book import load_book
 from recon.store.database import engine_for, session_factory, store_errors, upgrade
 from recon.store.lock import sync_lock
 from recon.store.writer import apply_reconciliation, record_failure
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -155,8 +158,10 @@ def reconcile_positions(
             retries=settings.fetch_retries,
             retry_delay_seconds=exponential_backoff(settings.fetch_backoff_seconds),
         )()
-        plan = diff_snapshot(snapshot, allow_mass_removal)
-        result = persist_changes(plan, started_at)
+        # `opaque`: Prefect links the task runs (the value is a known task result) without
+        # walking every field of the snapshot and plan (≈ 0.1 s per 1,000 changes).
+        plan = diff_snapshot(_opaque(snapshot), allow_mass_removal)
+        result = persist_changes(_opaque(plan), started_at)
     publish_changes(result)
     summary = result.summary()
     if result.total_changes:
@@ -164,6 +169,11 @@ def reconcile_positions(
     else:
         logger.info(line("Reconciliation completed, no changes", **summary))
     return result.as_dict()
+
+
+def _opaque(value: T) -> T:
+    """`opaque(value)`, typed as the value: Prefect unwraps it before the task runs."""
+    return cast(T, opaque(value))
 
 
 def _flow_run_id() -> str | None:

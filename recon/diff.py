@@ -29,12 +29,15 @@ class PositionChange:
     # field -> (before, after) as exact text; created rows have before None, removed after None.
     fields: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
 
+    def fields_dict(self) -> dict[str, dict[str, str | None]]:
+        return {name: {"before": b, "after": a} for name, (b, a) in self.fields.items()}
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "assetId": self.asset_id,
             "symbol": self.symbol,
             "change": self.kind,
-            "fields": {name: {"before": b, "after": a} for name, (b, a) in self.fields.items()},
+            "fields": self.fields_dict(),
         }
 
 
@@ -72,27 +75,36 @@ def diff_positions(
     `protected_*` name records that failed validation: a book row matching one is held
     back, never removed, because its absence from the parsed snapshot proves nothing.
     """
-    created_ids = snapshot.index.difference(book.index, sort=False)
-    gone_ids = book.index.difference(snapshot.index, sort=False)
-    common = snapshot.index.intersection(book.index, sort=False)
+    # Row positions instead of label lookups: each column is compared as one object array.
+    # Both indexes are unique (the book's is its primary key, the snapshot's is checked).
+    at = book.index.get_indexer(snapshot.index)  # the book row of each snapshot row, or -1
+    known = at >= 0
+    seen = np.zeros(len(book), dtype=bool)
+    seen[at[known]] = True
 
-    gone = book.loc[gone_ids]
+    gone = book[~seen]
     protect = gone["asset_id"].isin(set(protected_ids)) | gone["symbol"].isin(
         set(protected_symbols)
     )
     removed, held = gone[~protect], gone[protect]
 
-    old, new = book.loc[common], snapshot.loc[common]
-    material = {name: ~_same(old[name], new[name]) for name in MATERIAL_FIELDS}
-    market = np.logical_or.reduce([~_same(old[name], new[name]) for name in MARKET_FIELDS])
+    rows = at[known]
+    new = snapshot[known]
+
+    def moved(name: str) -> np.ndarray:
+        return ~_same(book[name].to_numpy(dtype=object)[rows], new[name].to_numpy(dtype=object))
+
+    material = {name: moved(name) for name in MATERIAL_FIELDS}
+    market = np.logical_or.reduce([moved(name) for name in MARKET_FIELDS])
     any_material = np.logical_or.reduce(list(material.values()))
 
-    changes = [_whole_row(row, "created") for row in _records(snapshot.loc[created_ids])]
-    changes += _updates(old, new, material, any_material)
+    created = snapshot[~known]
+    changes = [_whole_row(row, "created") for row in _records(created)]
+    changes += _updates(book, rows, new, material, any_material)
     changes += [_whole_row(row, "removed") for row in _records(removed)]
     changes.sort(key=lambda c: (c.symbol, c.kind, c.asset_id))
     return Diff(
-        created=snapshot.loc[created_ids],
+        created=created,
         updated=new[any_material],
         refreshed=new[~any_material & market],
         removed=removed,
@@ -112,33 +124,34 @@ def diff_book(book: pd.DataFrame, snapshot: Snapshot) -> Diff:
     )
 
 
-def _same(before: pd.Series, after: pd.Series) -> np.ndarray:
+def _same(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     # Object arrays compare element by element with Python ==: exact for Decimal, and
     # None == None is True, unlike pandas' own NaN-aware comparison.
-    left = before.to_numpy(dtype=object)
-    right = after.to_numpy(dtype=object)
     return np.asarray(left == right, dtype=bool)
 
 
 def _updates(
-    old: pd.DataFrame,
+    book: pd.DataFrame,
+    rows: np.ndarray,
     new: pd.DataFrame,
     material: dict[str, np.ndarray],
     any_material: np.ndarray,
 ) -> list[PositionChange]:
-    ids = new.index[any_material]
-    details: dict[str, dict[str, tuple[str | None, str | None]]] = {i: {} for i in ids}
+    ids = new.index.to_numpy()
+    details: dict[str, dict[str, tuple[str | None, str | None]]] = {
+        i: {} for i in ids[any_material]
+    }
     for name, changed in material.items():
         if not changed.any():
             continue
-        for asset_id, before, after in zip(
-            new.index[changed], old[name][changed], new[name][changed], strict=True
-        ):
-            details[asset_id][name] = (_text(before), _text(after))
-    symbols = new["symbol"][any_material]
+        before = book[name].to_numpy(dtype=object)[rows[changed]]
+        after = new[name].to_numpy(dtype=object)[changed]
+        for asset_id, b, a in zip(ids[changed], before, after, strict=True):
+            details[asset_id][name] = (_text(b), _text(a))
+    symbols = new["symbol"].to_numpy(dtype=object)[any_material]
     return [
         PositionChange(asset_id, symbol, "updated", details[asset_id])
-        for asset_id, symbol in zip(ids, symbols, strict=True)
+        for asset_id, symbol in zip(ids[any_material], symbols, strict=True)
     ]
 
 

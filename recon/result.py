@@ -59,6 +59,13 @@ class RunResult:
             "unchangedCount": self.unchanged,
         }
 
+    def as_record(self) -> dict[str, Any]:
+        """What `sync_runs.result` keeps: all but the per-change details, which the journal
+        already holds once (the event's payload, one `position_changes` row each)."""
+        record = self.as_dict()
+        del record["details"]
+        return record
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready; every decimal in `details` is already an exact string."""
         return {

@@ -9,7 +9,12 @@ from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
 from sqlalchemy import func, select
 
 from flows.publish import ARTIFACT_KEY
@@ -20,6 +25,7 @@ from recon.store.journal import POSITION_UPDATED, SYSTEM_ERROR, read_events
 from recon.store.lock import sync_lock
 from recon.store.models import Position, SyncRun
 from tests.factories import account_for, raw_position
+from tests.live import wait_for
 from tests.sim import Sim
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -253,6 +259,30 @@ def test_artifact_lists_the_changes(configured: str, sim: Sim) -> None:
         )
     mine = [a for a in artifacts if a.flow_run_id == state.state_details.flow_run_id]
     assert mine and "AAPL" in json.dumps(mine[0].data)
+
+
+def test_task_runs_are_linked_in_the_run_graph(configured: str, sim: Sim) -> None:
+    """fetch → diff → persist show as dependencies in the UI, though the flow passes the
+    snapshot and plan `opaque` (so Prefect does not walk every field of them)."""
+    state = run()
+    assert state.is_completed()
+    flow_run_id = state.state_details.flow_run_id
+
+    def linked() -> dict[str, Any] | None:
+        with get_client(sync_client=True) as client:
+            task_runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+        by_name = {t.name.rsplit("-", 1)[0]: t for t in task_runs}
+        wanted = {"fetch-snapshot", "diff-positions", "persist-changes"}
+        return by_name if wanted <= set(by_name) else None
+
+    by_name = wait_for(linked, 30, "the three task runs")
+    fetch, diff, persist = (
+        by_name[n] for n in ("fetch-snapshot", "diff-positions", "persist-changes")
+    )
+    assert [i.id for i in diff.task_inputs["snapshot"]] == [fetch.id]
+    assert [i.id for i in persist.task_inputs["plan"]] == [diff.id]
 
 
 def test_loaded_frame_round_trips(configured: str, sim: Sim) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from recon.diff import diff_positions, empty_book
@@ -17,10 +18,11 @@ from recon.result import RunResult
 from recon.snapshot import AccountSummary, Snapshot
 from recon.store.book import load_book
 from recon.store.database import engine_for, session_factory
-from recon.store.journal import POSITION_UPDATED, SYSTEM_ERROR, read_events
+from recon.store.journal import POSITION_UPDATED, SYSTEM_ERROR, lock_journal, read_events
 from recon.store.lock import sync_lock
 from recon.store.models import Position, PositionChange, PositionEvent, SyncRun
 from recon.store.writer import apply_reconciliation, record_failure
+from tests.conftest import app_database
 from tests.factories import ACCOUNT_ID, frame, raw_position
 
 
@@ -110,6 +112,39 @@ def test_run_row_journal_and_history_are_written_together(database_url: str) -> 
         assert run.result is not None and run.result["summary"]["totalChanges"] == 3
 
 
+def test_one_run_creates_updates_refreshes_and_removes_exactly(database_url: str) -> None:
+    """All four writes in one transaction (on PostgreSQL: two staged COPYs, one COPY)."""
+    first = reconcile(
+        database_url,
+        [raw_position("AAPL", "10"), raw_position("MSFT", "5"), raw_position("NVDA", "2")],
+    )
+    after = [
+        raw_position("AAPL", "10.5"),  # material: qty
+        raw_position("MSFT", "5", "101.2500", avg="100.00"),  # mark-to-market only
+        raw_position("TSLA", "-3", "200.10"),  # new
+    ]
+    second = reconcile(database_url, after)
+    assert (second.created, second.updated, second.removed) == (["TSLA"], ["AAPL"], ["NVDA"])
+    with session_factory(database_url)() as session:
+        book = load_book(session, ACCOUNT_ID)
+        rows = {r.symbol: r for r in session.scalars(select(Position))}
+        run = session.get(SyncRun, second.sync_run_id)
+        (event,) = read_events(session, first.event_id or 0)
+    expected = frame(after, ACCOUNT_ID)
+    assert sorted(book.index) == sorted(expected.index)
+    for asset_id, row in expected.iterrows():
+        for name, value in row.items():  # the same value, and the same text for decimals
+            stored = book.at[asset_id, name]
+            assert stored == value and str(stored) == str(value), (row["symbol"], name)
+    assert rows["MSFT"].refreshed_at > rows["MSFT"].updated_at
+    assert rows["MSFT"].sync_run_id == rows["AAPL"].sync_run_id == second.sync_run_id
+    assert rows["AAPL"].created_at < rows["AAPL"].updated_at
+    # The details live in the journal once; the run row keeps the rest of the result.
+    assert run is not None and run.result is not None and "details" not in run.result
+    assert run.result["updated"] == ["AAPL"] and run.result["eventId"] == event.id
+    assert [d["symbol"] for d in event.payload["details"]] == ["AAPL", "NVDA", "TSLA"]
+
+
 def test_identical_run_writes_no_position_updated(database_url: str) -> None:
     book = [raw_position("AAPL", "10"), raw_position("BTCUSD", "0.5", "60000.5")]
     reconcile(database_url, book)
@@ -169,6 +204,28 @@ def test_second_lock_holder_fails_fast(database_url: str) -> None:
             second.__enter__()
     with sync_lock(engine):  # released
         pass
+
+
+@pytest.mark.postgres
+def test_locks_are_per_schema_on_postgresql(tmp_path: Path) -> None:
+    """Two installations in one database (two schemas) neither block nor see each other."""
+    with (
+        app_database("postgresql", tmp_path) as first,
+        app_database("postgresql", tmp_path) as second,
+    ):
+        with sync_lock(engine_for(first)):
+            with sync_lock(engine_for(second)):  # another schema: free
+                pass
+            with pytest.raises(SyncInProgressError):  # this schema: held
+                sync_lock(engine_for(first)).__enter__()
+        with (
+            session_factory(first).begin() as session_one,
+            session_factory(second).begin() as session_two,
+        ):
+            lock_journal(session_one)
+            # On a database-wide key this would wait for session_one: fail fast instead.
+            session_two.execute(text("SET LOCAL lock_timeout = '5s'"))
+            lock_journal(session_two)
 
 
 def test_empty_book_frame_matches_loaded_shape(database_url: str) -> None:

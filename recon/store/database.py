@@ -73,6 +73,19 @@ def current_revision(url: str) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
+def schema_lock_key(name: str) -> str:
+    """SQL for a PostgreSQL advisory-lock key of `name` in the current schema.
+
+    Advisory locks are per database; keying them by schema keeps installations that share
+    a database in separate schemas apart. 62 bits: positive, as `pg_locks` reports it.
+    """
+    if not name.isidentifier():
+        raise ValueError(f"lock name must be an identifier: {name!r}")
+    return (
+        f"(hashtextextended(current_schema() || ':recon:{name}', 0) & x'3FFFFFFFFFFFFFFF'::bigint)"
+    )
+
+
 @contextmanager
 def store_errors(what: str) -> Iterator[None]:
     """Raise a database failure as a `StoreError` with one line an operator can read.

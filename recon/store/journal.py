@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import Table, insert, select, text
 from sqlalchemy.orm import Session
 
 from recon.diff import PositionChange
+from recon.store.bulk import copy_rows
+from recon.store.database import schema_lock_key
 from recon.store.models import PositionChange as ChangeRow
 from recon.store.models import PositionEvent
 
@@ -17,8 +20,9 @@ POSITION_UPDATED = "position:updated"
 SYSTEM_ERROR = "system:error"
 SOURCE = "position-reconciliation-job"
 
-# Any constant will do: it only has to be the same in every writer of the journal.
-_JOURNAL_LOCK_KEY = 0x5245434F4E  # "RECON"
+# The same key in every writer of one journal, and a different one per schema.
+JOURNAL_LOCK = f"SELECT pg_advisory_xact_lock({schema_lock_key('journal')})"
+_CHANGES: Table = ChangeRow.__table__  # type: ignore[assignment]
 
 
 def append_event(
@@ -47,22 +51,39 @@ def append_event(
         .returning(PositionEvent.id)
     ).scalar_one()
     if changes and account_id is not None:
-        session.execute(
-            insert(ChangeRow),
-            [
-                {
-                    "event_id": event_id,
-                    "account_id": account_id,
-                    "asset_id": change.asset_id,
-                    "symbol": change.symbol,
-                    "change": change.kind,
-                    "fields": change.as_dict()["fields"],
-                    "created_at": now,
-                }
-                for change in changes
-            ],
-        )
+        _insert_changes(session, int(event_id), account_id, changes, now)
     return int(event_id)
+
+
+def _insert_changes(
+    session: Session,
+    event_id: int,
+    account_id: str,
+    changes: Sequence[PositionChange],
+    now: datetime,
+) -> None:
+    constants = {"event_id": event_id, "account_id": account_id, "created_at": now}
+    if session.get_bind().dialect.name == "postgresql":
+        names = (*constants, "asset_id", "symbol", "change", "fields")
+        fixed = tuple(constants.values())
+        rows = (
+            # COPY's text format: the server parses each document as JSONB.
+            (*fixed, c.asset_id, c.symbol, c.kind, json.dumps(c.fields_dict()))
+            for c in changes
+        )
+        copy_rows(session, _CHANGES, names, rows)
+        return
+    records = [
+        constants
+        | {
+            "asset_id": c.asset_id,
+            "symbol": c.symbol,
+            "change": c.kind,
+            "fields": c.fields_dict(),
+        }
+        for c in changes
+    ]
+    session.execute(insert(ChangeRow), records)
 
 
 def read_events(session: Session, after_id: int, limit: int = 500) -> list[PositionEvent]:
@@ -76,7 +97,7 @@ def lock_journal(session: Session) -> None:
     would skip 7 for ever. A transaction-scoped advisory lock makes journal writers take
     turns. On SQLite it takes the database's write lock. Re-entrant within a transaction."""
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _JOURNAL_LOCK_KEY})
+        session.execute(text(JOURNAL_LOCK))
     else:
         # pysqlite opens a transaction only at the first write, so a check before the first
         # write (record_failure's "already reported?") would run outside it and two

@@ -25,12 +25,15 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from recon.errors import SyncInProgressError
+from recon.store.database import schema_lock_key
 from recon.store.models import SyncLease
 
 logger = logging.getLogger("recon.store.lock")
 
-_ADVISORY_KEY = 0x5245434F4E01
 LEASE_NAME = "reconcile-positions"
+# The advisory key is derived from the schema: installations (and test suites) that share
+# one database in separate schemas must not lock each other out.
+_ADVISORY_KEY = text(f"SELECT {schema_lock_key('sync')}")
 
 
 @contextlib.contextmanager
@@ -48,15 +51,16 @@ def sync_lock(engine: Engine, *, ttl: timedelta = timedelta(minutes=15)) -> Iter
 @contextlib.contextmanager
 def _advisory(engine: Engine, holder: str) -> Iterator[str]:
     with engine.connect() as connection:
-        got = connection.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _ADVISORY_KEY})
+        key = connection.execute(_ADVISORY_KEY).scalar_one()
+        got = connection.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})
         connection.commit()
         if not got.scalar_one():
-            raise SyncInProgressError(_busy_message(_advisory_holder(engine)))
+            raise SyncInProgressError(_busy_message(_advisory_holder(engine, key)))
         try:
             yield holder
         finally:
             try:
-                connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _ADVISORY_KEY})
+                connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
                 connection.commit()
             except SQLAlchemyError as exc:
                 # The run's own error (often the same dropped connection) must surface, not
@@ -65,14 +69,14 @@ def _advisory(engine: Engine, holder: str) -> Iterator[str]:
                 connection.invalidate()
 
 
-def _advisory_holder(engine: Engine) -> str:
+def _advisory_holder(engine: Engine, key: int) -> str:
     query = text(
         "SELECT a.pid, a.client_addr, a.application_name FROM pg_locks l "
         "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
         "AND l.granted AND (l.classid::bigint << 32) + l.objid::bigint = :k LIMIT 1"
     )
     with engine.connect() as connection:
-        row = connection.execute(query, {"k": _ADVISORY_KEY}).first()
+        row = connection.execute(query, {"k": key}).first()
     return f"backend pid {row.pid}" if row else "another session"
 
 

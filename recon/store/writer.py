@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
 from sqlalchemy import Table, and_, bindparam, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from recon.diff import Diff
 from recon.position import COLUMNS, KEY, MARKET_FIELDS
 from recon.result import RunResult
+from recon.store.bulk import update_rows, upsert_rows
 from recon.store.journal import (
     POSITION_UPDATED,
     SOURCE,
@@ -63,7 +65,7 @@ def apply_reconciliation(
                 changes=diff.changes,
             )
         final = dataclasses.replace(result, sync_run_id=run.id, event_id=event_id)
-        run.result = final.as_dict()
+        run.result = final.as_record()
     return final
 
 
@@ -143,13 +145,15 @@ def _has_error_event(session: Session, flow_run_id: str) -> bool:
 def _upsert(session: Session, rows: pd.DataFrame, now: datetime, run_id: int) -> None:
     if rows.empty:
         return
-    records = _records(rows, {"created_at": now, "updated_at": now, "refreshed_at": now})
-    for record in records:
-        record["sync_run_id"] = run_id
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(_TABLE)
+    stamps = {"created_at": now, "updated_at": now, "refreshed_at": now, "sync_run_id": run_id}
     keep = {*KEY, "created_at"}
+    if _postgres(session):
+        upsert_rows(
+            session, _TABLE, COLUMNS, _tuples(rows, COLUMNS), key=KEY, keep=keep, constants=stamps
+        )
+        return
+    records = _records(rows, stamps)
+    stmt = sqlite.insert(_TABLE)
     stmt = stmt.on_conflict_do_update(
         index_elements=list(KEY),
         set_={c.name: stmt.excluded[c.name] for c in _TABLE.columns if c.name not in keep},
@@ -162,6 +166,10 @@ def _refresh(session: Session, rows: pd.DataFrame, now: datetime, run_id: int) -
     if rows.empty:
         return
     fields = [*KEY, *MARKET_FIELDS]
+    if _postgres(session):
+        stamps = {"refreshed_at": now, "sync_run_id": run_id}
+        update_rows(session, _TABLE, fields, _tuples(rows, fields), key=KEY, constants=stamps)
+        return
     records = [
         {f"b_{k}": v for k, v in r.items()} | {"b_refreshed_at": now, "b_sync_run_id": run_id}
         for r in rows[fields].to_dict(orient="records")
@@ -185,6 +193,14 @@ def _delete(session: Session, account_id: str, asset_ids: list[str]) -> None:
         session.execute(
             delete(_TABLE).where(_TABLE.c.account_id == account_id, _TABLE.c.asset_id.in_(chunk))
         )
+
+
+def _postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _tuples(rows: pd.DataFrame, names: Sequence[str]) -> Iterator[tuple[Any, ...]]:
+    return rows[list(names)].itertuples(index=False, name=None)
 
 
 def _records(rows: pd.DataFrame, extra: dict[str, Any]) -> list[dict[str, Any]]:

@@ -108,6 +108,11 @@ def test_malformed_tokens_and_oversized_input_get_a_4xx_json(stack: Stack) -> No
         for last in ("9" * 40, "-1", "1e3"):
             headers = valid | {"Last-Event-ID": last}
             answers[_status(client, "GET", "/api/stream/events", headers=headers)] += 1
+        # NUL in a query value or a path (PostgreSQL text cannot hold it; found by the fuzzer).
+        answers[
+            _status(client, "GET", "/api/positions", params={"accountId": "\x00"}, headers=valid)
+        ] += 1
+        answers[_status(client, "GET", "/api/positions/A%00B/history", headers=valid)] += 1
         # A header block far past what the server accepts.
         huge = {"X-Padding": "p" * 200_000, "Authorization": f"Bearer {stack.token}"}
         answers[_status(client, "GET", "/api/positions", headers=huge)] += 1

@@ -24,7 +24,7 @@ import pytest
 import sqlalchemy as sa
 from prefect.client.schemas.objects import StateType
 
-from recon.store.journal import _JOURNAL_LOCK_KEY, POSITION_UPDATED, SYSTEM_ERROR
+from recon.store.journal import JOURNAL_LOCK, POSITION_UPDATED, SYSTEM_ERROR
 from tests.live import flow_process_of, wait_for
 from tests.reliability.books import broker_book
 from tests.reliability.stack import Stack
@@ -139,8 +139,7 @@ def _journal_locked(stack: Stack) -> Iterator[None]:
     engine = sa.create_engine(stack.url, poolclass=sa.NullPool)
     try:
         with engine.connect() as connection:
-            lock = sa.text("SELECT pg_advisory_xact_lock(:k)")
-            connection.execute(lock, {"k": _JOURNAL_LOCK_KEY})
+            connection.execute(sa.text(JOURNAL_LOCK))
             yield
             connection.rollback()
     finally:

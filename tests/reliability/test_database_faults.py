@@ -40,7 +40,7 @@ from sqlalchemy.engine import make_url
 
 from flows.reconcile import reconcile_positions
 from recon.store.database import make_engine, session_factory
-from recon.store.journal import _JOURNAL_LOCK_KEY, SYSTEM_ERROR
+from recon.store.journal import JOURNAL_LOCK, SYSTEM_ERROR
 from recon.store.models import PositionEvent, SyncLease, SyncRun
 from tests.live import wait_for
 from tests.reliability.books import live_material, material, stored_rows
@@ -140,7 +140,7 @@ def inject_postgres(url: str, sim: Sim) -> tuple[Any, str]:
             monitor.execute(text("SELECT 1"))
             monitor.commit()
             holder_pid = holder.execute(text("SELECT pg_backend_pid()")).scalar_one()
-            holder.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _JOURNAL_LOCK_KEY})
+            holder.execute(text(JOURNAL_LOCK))
             flow = FlowThread()
             try:
 

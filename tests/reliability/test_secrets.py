@@ -18,11 +18,12 @@ from recon.keys import create_key
 from recon.store.database import engine_for, session_factory
 from simulator.server import SimulatorConfig, SimulatorServer
 from tests.conftest import DATABASES, app_database
-from tests.live import Process, free_port, prefect_api, stack_env, wait_for
+from tests.live import Process, base_env, free_port, prefect_api, stack_env, wait_for
 from tests.sim import Sim
 
 KEY_ID = "PKZZTOPSECRETKEYID42"
 SECRET = "sk-live-XYZZY-do-not-leak-0b1c2d3e4f"
+NO_SCHEDULER = {"PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false"}
 
 
 @pytest.fixture(scope="module", params=DATABASES)
@@ -34,7 +35,8 @@ def secret_stack(
     with (
         app_database(request.param, root) as url,
         SimulatorServer(config) as simulator,
-        prefect_api(root) as server,
+        # No cron runs: one falling due while the test triggers would answer it 409.
+        prefect_api(root, env=base_env(root / "home") | NO_SCHEDULER) as server,
     ):
         with session_factory(url).begin() as session:
             token = create_key(session, "ops", ["admin:read", "admin:write", "events:read"])
