@@ -30,6 +30,7 @@ from tests.live import (
     base_env,
     flow_process_of,
     prefect_api,
+    running_spans,
     stack_env,
     wait_for,
 )
@@ -108,7 +109,8 @@ def wait_final(run_ids: list[UUID], timeout: float = 90) -> list[FlowRun]:
 
 
 def assert_never_overlapping(runs: list[FlowRun]) -> None:
-    spans = sorted((r.start_time, r.end_time) for r in runs if r.start_time)
+    spans = running_spans([r.id for r in runs])
+    assert spans, "no run entered Running"
     for (_, end), (start, _) in itertools.pairwise(spans):
         assert end is not None and start >= end, f"two runs were Running at once: {spans}"
 
