@@ -182,22 +182,21 @@ def processes_with_env(marker: str) -> list[int]:
     return found
 
 
-def running_spans(run_ids: list[Any]) -> list[tuple[Any, Any]]:
+def running_spans(client: Any, run_ids: list[Any]) -> list[tuple[Any, Any]]:
     """Each run's time in Running, from its state history, sorted by start.
 
     A run's `start_time` is no proof it ran: the server stamps one on a run that the
     deployment's concurrency limit Cancelled before it started, and that zero-length span
     may fall inside another run's. Runs that never entered Running have no span.
+    `client` is a SyncPrefectClient for the server the runs live on.
     """
-    from prefect import get_client
     from prefect.client.schemas.objects import StateType
 
     spans = []
-    with get_client(sync_client=True) as client:
-        for run_id in run_ids:
-            history = sorted(client.read_flow_run_states(run_id), key=lambda s: s.timestamp)
-            for i, state in enumerate(history):
-                if state.type == StateType.RUNNING:
-                    end = history[i + 1].timestamp if i + 1 < len(history) else None
-                    spans.append((state.timestamp, end))
+    for run_id in run_ids:
+        history = sorted(client.read_flow_run_states(run_id), key=lambda s: s.timestamp)
+        for i, state in enumerate(history):
+            if state.type == StateType.RUNNING:
+                end = history[i + 1].timestamp if i + 1 < len(history) else None
+                spans.append((state.timestamp, end))
     return sorted(spans)

@@ -109,7 +109,8 @@ def wait_final(run_ids: list[UUID], timeout: float = 90) -> list[FlowRun]:
 
 
 def assert_never_overlapping(runs: list[FlowRun]) -> None:
-    spans = running_spans([r.id for r in runs])
+    with client() as c:
+        spans = running_spans(c, [r.id for r in runs])
     assert spans, "no run entered Running"
     for (_, end), (start, _) in itertools.pairwise(spans):
         assert end is not None and start >= end, f"two runs were Running at once: {spans}"

@@ -82,7 +82,8 @@ def test_fifty_triggers_schedule_and_manual_sync_never_write_at_once(
     assert all(r.state_type in (StateType.COMPLETED, StateType.CANCELLED) for r in runs), states
 
     # Prefect: the deployment never had two runs Running at once.
-    spans = running_spans([r.id for r in runs])
+    with stack.prefect() as client:
+        spans = running_spans(client, [r.id for r in runs])
     assert spans, "no run entered Running"
     for (_, end), (start, _) in itertools.pairwise(spans):
         assert end is not None and start >= end, f"two runs were Running at once: {spans}"
