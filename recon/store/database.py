@@ -8,9 +8,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,6 +16,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from recon.errors import StoreError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The newest migration's revision (tests check it against Alembic's own head). A database
+# already there needs no Alembic at all: importing it and loading the scripts costs a new
+# flow process ≈ 0.3 s, on the path from trigger to event.
+HEAD_REVISION = "0003"
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -58,12 +60,28 @@ def session_factory(url: str) -> sessionmaker[Session]:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Apply Alembic migrations; idempotent, so every command that needs tables calls it."""
+    if revision == "head" and _stamped_revision(url) == HEAD_REVISION:
+        return
+    from alembic import command
+    from alembic.config import Config
+
     engine = engine_for(url)
     with engine.begin() as connection:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+
+
+def _stamped_revision(url: str) -> str | None:
+    """The revision in `alembic_version`, or None when the table is missing or unreadable
+    (Alembic then finds out properly)."""
+    try:
+        with engine_for(url).connect() as connection:
+            rows = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+    except DBAPIError:
+        return None
+    return rows[0][0] if len(rows) == 1 else None
 
 
 def current_revision(url: str) -> str | None:
