@@ -3,9 +3,14 @@ UV := python3 -m uv
 
 .PHONY: demo test lint bench bootstrap
 
+# --compile-bytecode: every flow run is a new Python process that imports Prefect, pandas,
+# SQLAlchemy and alpaca-py; without .pyc files (uv writes none by default, and
+# PYTHONDONTWRITEBYTECODE keeps Python from caching them) each run compiles ≈ 900 modules
+# again (docs/performance.md, trigger to event). compileall does the same for our packages.
 bootstrap:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	@$(UV) sync --frozen --quiet
+	@$(UV) sync --frozen --quiet --compile-bytecode
+	@$(UV) run --frozen --no-sync python -m compileall -q recon flows api cli simulator >/dev/null
 
 demo: bootstrap
 	$(UV) run recon up --demo
