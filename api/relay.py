@@ -1,15 +1,18 @@
 """One tail of the journal per process, fanned out to every SSE client.
 
 A background task polls `position_events` for ids above the last one it saw and copies each
-new row into every subscriber's queue; clients never query the journal themselves, except
-once to replay what they missed (Last-Event-ID). Each row is encoded as an SSE message
-once, when it is read (in the worker thread), so fanning it out costs each client only a
-queue put and a socket write.
+new row into every subscriber's queue. Each row is encoded as an SSE message once, when it
+is read (in the worker thread), so fanning it out costs each client only a queue put and a
+socket write. The newest rows also stay in memory (a few MB): a client that reconnects with
+a recent Last-Event-ID is replayed from there; only one that was away longer reads the
+journal itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import json
 import logging
 from collections import deque
@@ -29,6 +32,9 @@ logger = logging.getLogger("recon.api.relay")
 
 MAX_QUEUED: Final = 10_000
 PAGE_SIZE: Final = 500
+# Replays from memory cover the rows whose messages fit in this many bytes (≈ 4,000 typical
+# `position:updated` messages, or ≈ 20 of a 10,000-position book's first sync).
+RECENT_BYTES: Final = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,12 @@ _CLOSED: Final = _Closed()
 
 class JournalRelay:
     def __init__(
-        self, database_url: str, *, poll_interval: float = 0.1, ping_interval: float = 15.0
+        self,
+        database_url: str,
+        *,
+        poll_interval: float = 0.1,
+        ping_interval: float = 15.0,
+        recent_bytes: int = RECENT_BYTES,
     ) -> None:
         # A row waits half a poll on average before it is seen (50 ms here, 125 ms at the
         # former 0.25 s). An empty poll is one indexed range read: ten a second cost next
@@ -65,6 +76,13 @@ class JournalRelay:
         self._subscribers: set[asyncio.Queue[JournalEntry | _Closed]] = set()
         self._last_id: int | None = None
         self._task: asyncio.Task[None] | None = None
+        # Every row with id > _recent_after (up to _last_id) is in _recent, in id order.
+        self._recent: deque[JournalEntry] = deque()
+        self._recent_after: int | None = None
+        self._recent_size = 0
+        self._recent_budget = recent_bytes
+        self.replays_from_memory = 0  # counters for tests and metrics
+        self.replays_from_journal = 0
 
     @property
     def subscriber_count(self) -> int:
@@ -78,6 +96,7 @@ class JournalRelay:
     async def start(self) -> None:
         # Start at the head: a client without Last-Event-ID only wants what happens next.
         self._last_id = await asyncio.to_thread(self._max_id)
+        self._recent_after = self._last_id
         self._task = asyncio.create_task(self._tail(), name="journal-relay")
 
     async def stop(self) -> None:
@@ -121,6 +140,7 @@ class JournalRelay:
             # await point gets exactly the rows above the `_last_id` it sees.
             for entry in page:
                 self._publish(entry)
+                self._remember(entry)
             if page:
                 self._last_id = page[-1].id
             if len(page) < PAGE_SIZE:  # a full page means more is waiting: read on at once
@@ -135,6 +155,22 @@ class JournalRelay:
                 # dropped instead and resumes from its Last-Event-ID when it reconnects.
                 logger.warning("journal relay: a client fell %d events behind; closing", MAX_QUEUED)
                 self._close(queue)
+
+    def _remember(self, entry: JournalEntry) -> None:
+        self._recent.append(entry)
+        self._recent_size += len(entry.message)
+        while self._recent_size > self._recent_budget and len(self._recent) > 1:
+            dropped = self._recent.popleft()
+            self._recent_size -= len(dropped.message)
+            self._recent_after = dropped.id
+
+    def recent_after(self, after: int) -> list[JournalEntry] | None:
+        """Every row after `after` that the tail has broadcast, from memory; None when some
+        of them are no longer held (the caller then reads the journal)."""
+        if self._recent_after is None or after < self._recent_after:
+            return None
+        start = bisect.bisect_right(self._recent, after, key=lambda entry: entry.id)
+        return list(itertools.islice(self._recent, start, None))
 
     def _close(self, queue: asyncio.Queue[JournalEntry | _Closed]) -> None:
         self._subscribers.discard(queue)
@@ -187,6 +223,15 @@ class Subscription:
                 self._sent = entry.id
                 return entry
             if self._replaying:
+                # No await between this read and the queue: rows the tail broadcasts later
+                # reach the queue, which was registered before the replay began.
+                held = self._relay.recent_after(self._sent)
+                if held is not None:
+                    self._relay.replays_from_memory += 1
+                    self._replaying = False
+                    self._pending.extend(held)
+                    continue
+                self._relay.replays_from_journal += 1
                 page = await asyncio.to_thread(self._relay._read, self._sent)
                 if self._replaying:  # unless closed meanwhile
                     self._replaying = len(page) == PAGE_SIZE

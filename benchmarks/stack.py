@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -108,6 +110,22 @@ def _trigger(client: httpx.Client, flip: Callable[[], None]) -> tuple[str, float
     raise AssertionError("the deployment stayed busy")
 
 
+def import_seconds(runs: int = 5) -> float | None:
+    """Median time a new Python process takes to import Prefect's engine and the flow module:
+    the part of trigger → Running that each flow run's fresh process spends before it starts."""
+    code = (
+        "import time; t = time.perf_counter(); import prefect.engine, flows.reconcile; "
+        "print(time.perf_counter() - t)"
+    )
+    command = [sys.executable, "-c", code]
+    root = Path(__file__).resolve().parents[1]
+    samples = []
+    for _ in range(runs):
+        done = subprocess.run(command, cwd=root, capture_output=True, text=True, check=True)  # noqa: S603 (our own interpreter)
+        samples.append(float(done.stdout))
+    return median(samples)
+
+
 def _finished(run_id: str) -> bool:
     with get_client(sync_client=True) as client:
         state = client.read_flow_run(run_id).state  # type: ignore[arg-type]
@@ -152,6 +170,7 @@ def trigger_runs(base: str, tokens: dict[str, str], sim: Sim, runs: int) -> dict
         "to_running_s": median(to_running),
         "running_to_event_s": median(running_to_event),
         "flow_total_s": median(totals),
+        "imports_s": import_seconds(),
         "samples": latencies,
     }
 

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, event
 from sse_starlette.sse import AppStatus
 
 from api.errors import install_error_handlers
-from api.relay import JournalRelay
+from api.relay import RECENT_BYTES, JournalRelay
 from api.routes import stream
 from recon.keys import create_key
 from recon.store.database import session_factory
@@ -37,12 +37,23 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str =
         time.sleep(0.005)
 
 
-def stream_app(database_url: str, *, poll_interval: float, ping_interval: float) -> FastAPI:
+def stream_app(
+    database_url: str,
+    *,
+    poll_interval: float,
+    ping_interval: float,
+    recent_bytes: int = RECENT_BYTES,
+) -> FastAPI:
     """The stream route and its relay alone: what `api.main` wires, minus Prefect."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        relay = JournalRelay(database_url, poll_interval=poll_interval, ping_interval=ping_interval)
+        relay = JournalRelay(
+            database_url,
+            poll_interval=poll_interval,
+            ping_interval=ping_interval,
+            recent_bytes=recent_bytes,
+        )
         app.state.relay = relay
         await relay.start()
         try:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
+from api.relay import RECENT_BYTES
 from recon.settings import get_settings
 from recon.store.database import engine_for
 from recon.store.journal import POSITION_UPDATED, SYSTEM_ERROR
@@ -43,8 +44,10 @@ def start(env: pytest.MonkeyPatch, database_url: str) -> Iterator[Start]:
     get_settings.cache_clear()
     with ExitStack() as servers:
 
-        def start(ping: float = 15.0) -> RunningServer:
-            app = stream_app(database_url, poll_interval=POLL, ping_interval=ping)
+        def start(ping: float = 15.0, recent_bytes: int = RECENT_BYTES) -> RunningServer:
+            app = stream_app(
+                database_url, poll_interval=POLL, ping_interval=ping, recent_bytes=recent_bytes
+            )
             return servers.enter_context(serve(app))
 
         yield start
@@ -142,10 +145,38 @@ def test_many_clients_share_one_tail(start: Start, database_url: str, token: str
     assert 1 <= len(selects) <= elapsed / POLL + 5 + clients, (len(selects), elapsed)
 
 
-def test_replay_races_concurrent_writes(start: Start, database_url: str, token: str) -> None:
-    """Clients resuming while rows are being committed get every row once, in order."""
+def test_replays_recent_rows_from_memory_and_older_ones_from_the_journal(
+    start: Start, database_url: str, token: str
+) -> None:
+    # Room for 5 to 10 of these messages: the relay holds the newest rows, not all twenty.
+    server = start(recent_bytes=5 * 300)
+    written = append_rows(database_url, 20)
+    wait_until(lambda: server.relay.position == written[-1], what="the tail to pass the rows")
+    assert server.relay.recent_after(written[2]) is None  # too old: not held any more
+    for resume_at, source in ((written[17], "memory"), (written[2], "journal")):
+        before = (server.relay.replays_from_memory, server.relay.replays_from_journal)
+        with open_stream(server.base_url, headers=auth(token, resume_at)) as stream:
+            wait_until(lambda: server.relay.subscriber_count == 1)
+            events = stream.iter_sse()
+            expected = [i for i in written if i > resume_at]
+            assert [int(e.id) for e in islice(events, len(expected))] == expected
+            [live] = append_rows(database_url)
+            assert int(next(events).id) == live
+            written.append(live)
+        wait_until(lambda: server.relay.subscriber_count == 0, what="the disconnect")
+        from_memory = server.relay.replays_from_memory - before[0]
+        from_journal = server.relay.replays_from_journal - before[1]
+        assert (from_memory, from_journal) == ((1, 0) if source == "memory" else (0, 1))
+
+
+@pytest.mark.parametrize("recent_bytes", [RECENT_BYTES, 0], ids=["memory", "journal"])
+def test_replay_races_concurrent_writes(
+    start: Start, database_url: str, token: str, recent_bytes: int
+) -> None:
+    """Clients resuming while rows are being committed get every row once, in order, whether
+    the relay holds the rows they missed or they must be read from the journal."""
     [base] = append_rows(database_url)
-    server = start()
+    server = start(recent_bytes=recent_bytes)
     written: list[int] = []
 
     def writer() -> None:

@@ -43,6 +43,10 @@ WRITERS = 2
 SEED = 20261125
 POLL = 0.1  # the relay's poll interval
 PING = 1.0  # keep-alive pings interleave with the events, as they do in production
+# The relay's in-memory replay window, ≈ 400 of these events (production: 8 MiB): clients
+# back from a short absence replay from memory, longer ones from the journal, so both
+# paths and the handover between them are under test.
+RECENT_BYTES = 256 * 1024
 LEAVE_AFTER = (1, 600)  # messages a client reads before it hangs up: ≈ 3 reconnects each
 HANG_UP_AT_ONCE = 0.03  # share of connections dropped as soon as the headers arrive
 PAUSE = 0.6  # share of reconnects that wait until more events are committed first
@@ -54,12 +58,22 @@ ROOT = Path(__file__).resolve().parents[2]
 def sidecar_app() -> FastAPI:
     """Run by `uvicorn --factory` in the server process: the stream route with its relay,
     and a probe of the relay's state for the test."""
-    app = stream_app(os.environ["RECON_DATABASE_URL"], poll_interval=POLL, ping_interval=PING)
+    app = stream_app(
+        os.environ["RECON_DATABASE_URL"],
+        poll_interval=POLL,
+        ping_interval=PING,
+        recent_bytes=RECENT_BYTES,
+    )
 
     @app.get("/_probe/relay")
     async def probe(request: Request) -> dict[str, int | None]:
         relay = request.app.state.relay
-        return {"subscribers": relay.subscriber_count, "position": relay.position}
+        return {
+            "subscribers": relay.subscriber_count,
+            "position": relay.position,
+            "fromMemory": relay.replays_from_memory,
+            "fromJournal": relay.replays_from_journal,
+        }
 
     return app
 
@@ -270,6 +284,7 @@ def test_every_client_gets_every_event_once_in_order(database_url: str, tmp_path
         run = asyncio.run(deliver(base_url, database_url, token, base_id))
         # Every stream is closed: the relay must have let go of every subscription.
         wait_for(lambda: (_probe(base_url) or {}).get("subscribers") == 0, 30, "no subscribers")
+        relay = _probe(base_url) or {}
     finally:
         server.stop()
     log = server.output()
@@ -292,7 +307,9 @@ def test_every_client_gets_every_event_once_in_order(database_url: str, tmp_path
     errors = [e for c in run.clients for e in c.errors]
     print(
         f"\n[event delivery] db={database_url.split(':')[0].split('+')[0]} clients={CLIENTS} "
-        f"events={EVENTS} reconnects={reconnects} replayed={replayed} delivered={delivered} "
+        f"events={EVENTS} reconnects={reconnects} replayed={replayed} "
+        f"(replays from memory={relay.get('fromMemory')} journal={relay.get('fromJournal')}) "
+        f"delivered={delivered} "
         f"lost={lost} duplicates={duplicates} out-of-order={disorder} wrong={wrong} "
         f"errors={len(errors)} stuck={run.stuck} "
         f"ended-by-server={sum(c.ended_by_server for c in run.clients)} "
@@ -302,6 +319,7 @@ def test_every_client_gets_every_event_once_in_order(database_url: str, tmp_path
     assert not errors, errors[:5]
     assert delivered == CLIENTS * EVENTS
     assert reconnects >= 300 and replayed > 0, (reconnects, replayed)
+    assert relay["fromMemory"] > 0 and relay["fromJournal"] > 0, relay
     for client in run.clients:
         received = [(int(i), kind, json.loads(data)) for i, kind, data in client.messages]
         assert received == [(i, *run.journal.expected[i]) for i in expected]
