@@ -21,6 +21,8 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
+from prefect.events.worker import EventsWorker
+from prefect.logging.handlers import APILogWorker
 from prefect.settings import (
     PREFECT_API_URL,
     PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
@@ -115,7 +117,12 @@ def _environment(sim: Any, url: str) -> Iterator[None]:
 
 
 def bench_flow(
-    server: PrefectServer, dialect: str, sizes: list[int], repeat: int, root: Path
+    server: PrefectServer,
+    dialect: str,
+    sizes: list[int],
+    repeat: int,
+    root: Path,
+    prefect_db: str = "sqlite",
 ) -> list[dict[str, Any]]:
     rows = []
     with (
@@ -126,7 +133,8 @@ def bench_flow(
             first = data.book(n)
             second = data.next_snapshot(first)
             states = [[data.raw(r) for r in first], [data.raw(r) for r in second]]
-            with database(dialect, root, f"flow{n}") as db, _environment(sim, db.url):
+            db_name = f"flow{n}_{prefect_db}"
+            with database(dialect, root, db_name) as db, _environment(sim, db.url):
                 calls: dict[str, Callable[[], dict[str, Any]]] = {
                     "plain": plain,
                     "flow": reconcile(None),
@@ -145,12 +153,16 @@ def bench_flow(
                             raise AssertionError(f"{name}: a run without changes")
                         if attempt:
                             times[name].append(seconds)
-                        log.info("flow %s n=%d %s #%d: %.3f s", dialect, n, name, attempt, seconds)
+                        log.info(
+                            "flow %s/%s n=%d %s #%d: %.3f s",
+                            dialect, prefect_db, n, name, attempt, seconds,
+                        )  # fmt: skip
             p, f, h = (median(times[k]) for k in ("plain", "flow", "flow_hb"))
             rows.append(
                 {
                     "figure": "flow",
                     "dialect": dialect,
+                    "prefect_db": prefect_db,
                     "n": n,
                     "plain_s": p,
                     "flow_s": f,
@@ -162,4 +174,8 @@ def bench_flow(
                     "samples": times,
                 }
             )
+        # The runs' events and logs are sent in the background: deliver them to this server
+        # before it stops (the next figure may run against another one).
+        EventsWorker.drain_all(timeout=30)
+        APILogWorker.drain_all(timeout=30)
     return rows

@@ -104,6 +104,7 @@ COLUMNS: dict[str, list[tuple[str, str, Any]]] = {
     ],
     "flow": [
         ("db", "dialect", str),
+        ("Prefect server on", "prefect_db", str),
         ("N", "n", num),
         ("plain calls", "plain_s", lambda v: num(v, " s", 3)),
         ("flow, heartbeat off", "flow_s", lambda v: num(v, " s", 3)),
@@ -118,6 +119,7 @@ COLUMNS: dict[str, list[tuple[str, str, Any]]] = {
         ("median", "median_s", lambda v: num(v, " s", 2)),
         ("p95", "p95_s", lambda v: num(v, " s", 2)),
         ("min", "min_s", lambda v: num(v, " s", 2)),
+        ("trigger → Pending", "to_pending_s", lambda v: num(v, " s", 2)),
         ("trigger → Running", "to_running_s", lambda v: num(v, " s", 2)),
         ("Running → event", "running_to_event_s", lambda v: num(v, " s", 2)),
         ("flow run total", "flow_total_s", lambda v: num(v, " s", 2)),

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -17,12 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 from httpx_sse import connect_sse
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from sqlalchemy.engine import make_url
 
 from benchmarks import data
-from benchmarks.common import database, median, percentile
+from benchmarks.common import PG_ADMIN_URL, database, median, percentile
 from recon.deployment import FULL_NAME
 from recon.keys import create_key
 from recon.store.database import session_factory
@@ -36,12 +40,37 @@ TRIGGER_SIZE = 100  # positions in the simulator for the trigger runs
 
 
 @contextmanager
-def prefect_server(root: Path) -> Iterator[PrefectServer]:
-    server = PrefectServer(root / "prefect-home", root)
+def prefect_server(root: Path, backend: str = "sqlite") -> Iterator[PrefectServer]:
+    """`prefect server start` on its default SQLite file (as `recon up` runs it), or on a
+    PostgreSQL database of its own (what Prefect recommends for production)."""
+    if backend == "sqlite":
+        server = PrefectServer(root / "prefect-home", root)
+        try:
+            yield server
+        finally:
+            server.stop()
+        return
+    name = f"bench_prefect_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = make_url(PG_ADMIN_URL).set(drivername="postgresql+asyncpg", database=name)
+    home = root / "prefect-home-postgresql"
+    logs = root / "prefect-postgresql"
+    logs.mkdir(exist_ok=True)
+    env = base_env(home) | {
+        "PREFECT_API_DATABASE_CONNECTION_URL": url.render_as_string(hide_password=False)
+    }
     try:
-        yield server
+        server = PrefectServer(home, logs, env)
+        try:
+            yield server
+        finally:
+            server.stop()
     finally:
-        server.stop()
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @contextmanager
@@ -139,7 +168,7 @@ def trigger_runs(base: str, tokens: dict[str, str], sim: Sim, runs: int) -> dict
     listener.start()
     assert listener.connected.wait(15), "the SSE listener did not connect"
     headers = {"Authorization": f"Bearer {tokens['admin']}"}
-    latencies, to_running, running_to_event, totals = [], [], [], []
+    latencies, to_pending, to_running, running_to_event, totals = [], [], [], [], []
     with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
         loaded = [0]
 
@@ -154,12 +183,17 @@ def trigger_runs(base: str, tokens: dict[str, str], sim: Sim, runs: int) -> dict
             wait_for(partial(_finished, run_id), 120, "the run to finish", interval=0.25)
             with get_client(sync_client=True) as prefect:
                 run = prefect.read_flow_run(run_id)  # type: ignore[arg-type]
+                history = prefect.read_flow_run_states(run_id)  # type: ignore[arg-type]
             log.info("trigger #%d: %.2f s to the event", i, arrived[0] - t0)
             if i == 0:
                 continue
             latencies.append(arrived[0] - t0)
             if run.start_time and run.end_time:
                 to_running.append(run.start_time.timestamp() - wall)
+                # Pending: the runner picked the run up and is about to start its process.
+                pending = [st.timestamp for st in history if st.type == StateType.PENDING]
+                if pending:
+                    to_pending.append(pending[0].timestamp() - wall)
                 running_to_event.append(arrived[1] - run.start_time.timestamp())
                 totals.append((run.end_time - run.start_time).total_seconds())
     return {
@@ -167,6 +201,7 @@ def trigger_runs(base: str, tokens: dict[str, str], sim: Sim, runs: int) -> dict
         "median_s": median(latencies),
         "p95_s": percentile(latencies, 95),
         "min_s": min(latencies, default=None),
+        "to_pending_s": median(to_pending),
         "to_running_s": median(to_running),
         "running_to_event_s": median(running_to_event),
         "flow_total_s": median(totals),
