@@ -20,9 +20,10 @@ async def serve(*, startup_delay: float | None) -> None:
     settings = get_settings()
     runner = Runner(
         name="recon-runner",
-        # Poll every second so a run triggered from the UI or CLI starts within ~1 s, and
-        # prefetch only 2 s ahead: a prefetched cron run already holds the concurrency slot.
-        query_seconds=1,
+        # Poll twice a second: the poll is the part of trigger-to-event we control (1 s
+        # made it 0.51 s to Pending at the median, 0.5 s made it 0.33 s). Prefetch only
+        # 2 s ahead: a prefetched cron run already holds the concurrency slot.
+        query_seconds=0.5,
         prefetch_seconds=2,
         heartbeat_seconds=settings.heartbeat_seconds,
         # Stopping `recon up` must not pause the deployment or delete its scheduled runs.
