@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -32,11 +33,26 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.trigger_lock = asyncio.Lock()
         await relay.start()
         watcher = asyncio.create_task(watch_crashed_runs(prefect, settings))
+        freeze_startup_objects()
         try:
             yield
         finally:
             watcher.cancel()
             await relay.stop()
+
+
+def freeze_startup_objects() -> int:
+    """Move what startup built (modules, routes, models, clients: about 220k objects, all kept
+    for the life of the process) out of the cyclic collector's reach; returns how many.
+
+    A full collection walks every tracked object. While 1,000 SSE clients connected, the
+    sidecar ran four, of 128 to 262 ms each, stalling every stream; with the startup
+    objects frozen they took 28 to 127 ms (measured with `gc.callbacks`, see
+    docs/performance.md). Collect first, so no startup garbage is frozen for good.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def create_app() -> FastAPI:
