@@ -1,4 +1,4 @@
-"""Bulk writes on PostgreSQL through `COPY`, the server's own bulk-load path.
+"""Bulk reads and writes on PostgreSQL with the driver alone: `COPY` in, `fetchall` out.
 
 `executemany` sends one statement per row (pipelined, but each one bound, parsed, planned
 and executed apart): 1,200 changed positions are 1,200 upserts of 23 parameters. Here the
@@ -7,6 +7,11 @@ applies them in one statement: straight into an append-only table, or into a sta
 that one `INSERT … ON CONFLICT` or `UPDATE … FROM` applies. Values travel in COPY's text
 format, which the server parses with each column's own input function (a `Decimal` keeps
 its scale, a JSON document is checked as JSONB), exactly as for a bound parameter.
+
+Reads: SQLAlchemy iterates a result one `fetchone()` and one `Row` at a time; the driver's
+`fetchall()` builds every tuple in one C call. Only for tables whose column types add
+nothing to the driver's values on PostgreSQL (ours: `ExactDecimal` is the driver's
+`Decimal` there), so both paths return the same values.
 """
 
 from __future__ import annotations
@@ -26,6 +31,18 @@ def copy_rows(session: Session, table: Table, names: Sequence[str], rows: Iterab
     """Append `rows` (values in the order of `names`) to `table`."""
     statement = f"COPY {_quoted(session, table.name)} ({_columns(session, names)}) FROM STDIN"
     _copy(session, statement, rows)
+
+
+def read_rows(
+    session: Session, table: Table, names: Sequence[str], where: Mapping[str, Any]
+) -> list[tuple[Any, ...]]:
+    """`names` of every row of `table` whose columns equal `where`, as plain tuples."""
+    q = _quoter(session)
+    match = " AND ".join(f"{q(k)} = %({k})s" for k in where) or "TRUE"
+    statement = f"SELECT {_columns(session, names)} FROM {q(table.name)} WHERE {match}"  # noqa: S608
+    with _driver(session, statement) as cursor:
+        cursor.execute(statement, dict(where))
+        return list(cursor.fetchall())
 
 
 def upsert_rows(
