@@ -169,6 +169,7 @@ def trigger_runs(base: str, tokens: dict[str, str], sim: Sim, runs: int) -> dict
     assert listener.connected.wait(15), "the SSE listener did not connect"
     headers = {"Authorization": f"Bearer {tokens['admin']}"}
     latencies, to_pending, to_running, running_to_event, totals = [], [], [], [], []
+    details: list[dict[str, Any]] = []
     with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
         loaded = [0]
 
@@ -188,14 +189,18 @@ def trigger_runs(base: str, tokens: dict[str, str], sim: Sim, runs: int) -> dict
             if i == 0:
                 continue
             latencies.append(arrived[0] - t0)
+            detail: dict[str, Any] = {"run": run_id, "event_s": arrived[0] - t0}
             if run.start_time and run.end_time:
                 to_running.append(run.start_time.timestamp() - wall)
                 # Pending: the runner picked the run up and is about to start its process.
                 pending = [st.timestamp for st in history if st.type == StateType.PENDING]
                 if pending:
                     to_pending.append(pending[0].timestamp() - wall)
+                    detail["pending_s"] = to_pending[-1]
                 running_to_event.append(arrived[1] - run.start_time.timestamp())
                 totals.append((run.end_time - run.start_time).total_seconds())
+                detail |= {"running_s": to_running[-1], "running_to_event_s": running_to_event[-1]}
+            details.append(detail)  # which part a slow run spent its time in
     return {
         "runs": len(latencies),
         "median_s": median(latencies),
@@ -207,6 +212,7 @@ def trigger_runs(base: str, tokens: dict[str, str], sim: Sim, runs: int) -> dict
         "flow_total_s": median(totals),
         "imports_s": import_seconds(),
         "samples": latencies,
+        "runs_detail": details,
     }
 
 
