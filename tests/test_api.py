@@ -327,7 +327,12 @@ def test_crashed_runs_reach_the_stream_as_system_error(stack: dict[str, Any], si
 
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(FULL_NAME)
-        zombie = client.create_flow_run_from_deployment(deployment.id, tags=["zombie-test"])
+        # Scheduled an hour out, so the runner cannot pick it up before it is crashed: a
+        # Crashed run may still go to Pending (Prefect allows re-runs), and would then run.
+        later = Scheduled(scheduled_time=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
+        zombie = client.create_flow_run_from_deployment(
+            deployment.id, tags=["zombie-test"], state=later
+        )
         # What the zombie automation does: nobody is left to run a hook.
         client.set_flow_run_state(zombie.id, Crashed(message="No heartbeat for 45 s"), force=True)
     listener.join(30)
