@@ -41,18 +41,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await relay.stop()
 
 
-def freeze_startup_objects() -> int:
+def freeze_startup_objects() -> None:
     """Move what startup built (modules, routes, models, clients: about 220k objects, all kept
-    for the life of the process) out of the cyclic collector's reach; returns how many.
+    for the life of the process) out of the cyclic collector's reach.
 
     A full collection walks every tracked object. While 1,000 SSE clients connected, the
     sidecar ran four, of 128 to 262 ms each, stalling every stream; with the startup
-    objects frozen they took 28 to 127 ms (measured with `gc.callbacks`, see
+    objects frozen they took 25 to 139 ms (measured with `gc.callbacks`, see
     docs/performance.md). Collect first, so no startup garbage is frozen for good.
     """
     gc.collect()
     gc.freeze()
-    return gc.get_freeze_count()
 
 
 def create_app() -> FastAPI:

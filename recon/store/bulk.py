@@ -42,7 +42,8 @@ def read_rows(
     statement = f"SELECT {_columns(session, names)} FROM {q(table.name)} WHERE {match}"  # noqa: S608
     with _driver(session, statement) as cursor:
         cursor.execute(statement, dict(where))
-        return list(cursor.fetchall())
+        rows: list[tuple[Any, ...]] = cursor.fetchall()
+        return rows
 
 
 def upsert_rows(
