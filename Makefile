@@ -1,7 +1,7 @@
 # Both entry points install what they need first: uv (from PyPI), then the locked environment.
 UV := python3 -m uv
 
-.PHONY: demo test lint bench bootstrap
+.PHONY: demo test lint bench bootstrap screenshots
 
 # --compile-bytecode: every flow run is a new Python process that imports Prefect, pandas,
 # SQLAlchemy and alpaca-py; without .pyc files (uv writes none by default, and
@@ -22,7 +22,12 @@ lint: bootstrap
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy
+	$(UV) run lint-imports
 
 # Benchmarks (docs/performance.md); pass options with ARGS, e.g. make bench ARGS=--quick
 bench: bootstrap
 	$(UV) run python -m benchmarks $(ARGS)
+
+# The console's screenshots in docs/console/ (docs/console.md), made by its browser tests.
+screenshots: bootstrap
+	RECON_CONSOLE_SCREENSHOTS=$(CURDIR)/docs/console $(UV) run pytest -q -p no:cacheprovider tests/console

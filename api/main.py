@@ -14,17 +14,20 @@ from prefect.client.orchestration import get_client
 from api.errors import install_error_handlers
 from api.limits import RequestLimits
 from api.relay import JournalRelay
-from api.routes import health, jobs, positions, stream
+from api.routes import accounts, audit, console, health, jobs, positions, stream, tickets
 from api.watcher import watch_crashed_runs
 from recon.settings import get_settings
-from recon.store.database import upgrade
+from recon.store.database import session_factory, upgrade
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     await asyncio.to_thread(upgrade, settings.resolved_database_url)
-    relay = JournalRelay(settings.resolved_database_url)
+    relay = JournalRelay(
+        settings.resolved_database_url,
+        replay_rows_per_second=settings.stream_replay_rows_per_second,
+    )
     async with get_client() as prefect:
         app.state.prefect = prefect
         app.state.relay = relay
@@ -32,7 +35,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # deployment's concurrency limit is the guarantee.
         app.state.trigger_lock = asyncio.Lock()
         await relay.start()
-        watcher = asyncio.create_task(watch_crashed_runs(prefect, settings))
+        sessions = session_factory(settings.resolved_database_url)
+        watcher = asyncio.create_task(watch_crashed_runs(prefect, sessions))
         freeze_startup_objects()
         try:
             yield
@@ -72,7 +76,7 @@ def create_app() -> FastAPI:
         )
     # Added last, so it runs first: nothing else sees an oversized request.
     app.add_middleware(RequestLimits)
-    for module in (health, jobs, positions, stream):
+    for module in (accounts, health, jobs, positions, stream, tickets, audit, console):
         app.include_router(module.router)
     return app
 

@@ -14,14 +14,15 @@ from prefect.client.schemas.filters import (
     FlowRunFilterState,
     FlowRunFilterStateName,
     FlowRunFilterStateType,
+    Operator,
 )
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.responses import DeploymentResponse
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 
-from api.errors import ApiError
 from recon.deployment import FULL_NAME
+from recon.errors import DeploymentNotFoundError
 
 ACTIVE = [StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
 FINISHED = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED]
@@ -34,8 +35,8 @@ async def read_deployment(prefect: PrefectClient) -> DeploymentResponse:
     try:
         return await prefect.read_deployment_by_name(FULL_NAME)
     except ObjectNotFound:
-        raise ApiError(
-            503, "deployment not found", f"{FULL_NAME} is not deployed on the Prefect server yet"
+        raise DeploymentNotFoundError(
+            f"{FULL_NAME} is not deployed on the Prefect server yet"
         ) from None
 
 
@@ -73,17 +74,67 @@ async def first(prefect: PrefectClient, flt: FlowRunFilter, sort: FlowRunSort) -
 
 
 async def in_progress(prefect: PrefectClient, deployment_id: UUID) -> FlowRun | None:
-    """A run that is running, starting, or due within seconds, if there is one."""
-    active = await first(prefect, runs_of(deployment_id, ACTIVE), FlowRunSort.START_TIME_DESC)
-    if active is not None:
-        return active
-    soon = runs_of(
-        deployment_id,
-        [StateType.SCHEDULED],
-        state_names=["Scheduled"],  # not Late: a late run with no runner must not block
-        starting_before=datetime.now(UTC) + DUE_SOON,
+    """A run that is running, starting, or due within seconds, if there is one.
+
+    One query, not one per state: a runner moving a run from Scheduled to Pending between
+    two reads would hide it from both (seen as a trigger that created a second run, which
+    the concurrency limit then cancelled).
+    """
+    busy = FlowRunFilter(
+        deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]),
+        state=FlowRunFilterState(
+            type=FlowRunFilterStateType(any_=ACTIVE),
+            name=FlowRunFilterStateName(any_=["Scheduled"]),  # not Late: no runner took it
+            operator=Operator.or_,  # type: ignore[call-arg]  # a mixin field mypy misses
+        ),
+        # Active runs started at or before their expected time, so this bounds only the
+        # scheduled ones: those due soon, which the runner prefetches into the slot.
+        expected_start_time=FlowRunFilterExpectedStartTime(before_=datetime.now(UTC) + DUE_SOON),
     )
-    return await first(prefect, soon, FlowRunSort.EXPECTED_START_TIME_ASC)
+    return await first(prefect, busy, FlowRunSort.EXPECTED_START_TIME_ASC)
+
+
+# Runs read by `active_and_next`: the active ones (one or two: the deployment's
+# concurrency limit is one) come before the future scheduled ones in expected-start order.
+ACTIVE_AND_NEXT = 3
+
+
+async def active_and_next(
+    prefect: PrefectClient, deployment_id: UUID
+) -> tuple[FlowRun | None, FlowRun | None]:
+    """`in_progress`, and the next Scheduled run, from one query (the status endpoint's).
+
+    The runs that are active or Scheduled, by expected start: the first due within
+    DUE_SOON is `in_progress`'s answer (its filter, applied here), the first Scheduled one
+    is the next run. One read, so the two cannot disagree either. Only if the page holds no
+    Scheduled run but is full is the next run asked for on its own.
+    """
+    state = FlowRunFilterState(
+        type=FlowRunFilterStateType(any_=ACTIVE),
+        name=FlowRunFilterStateName(any_=["Scheduled"]),
+        operator=Operator.or_,  # type: ignore[call-arg]  # a mixin field mypy misses
+    )
+    runs = await prefect.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]), state=state
+        ),
+        sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+        limit=ACTIVE_AND_NEXT,
+    )
+    due = datetime.now(UTC) + DUE_SOON
+    busy = next(
+        (r for r in runs if r.expected_start_time is not None and r.expected_start_time < due),
+        None,
+    )
+    upcoming = next((r for r in runs if _scheduled(r)), None)
+    if upcoming is None and len(runs) == ACTIVE_AND_NEXT:
+        flt = runs_of(deployment_id, [StateType.SCHEDULED], state_names=["Scheduled"])
+        upcoming = await first(prefect, flt, FlowRunSort.EXPECTED_START_TIME_ASC)
+    return busy, upcoming
+
+
+def _scheduled(run: FlowRun) -> bool:
+    return run.state_type == StateType.SCHEDULED and run.state_name == "Scheduled"
 
 
 def ui_url(prefect: PrefectClient, configured: str | None, flow_run_id: UUID | str) -> str:

@@ -9,11 +9,10 @@ from datetime import UTC, datetime, timedelta
 
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.sorting import FlowRunSort
+from sqlalchemy.orm import Session, sessionmaker
 
-from api.errors import ApiError
 from api.runs import FAILED, read_deployment, runs_of
-from recon.settings import Settings
-from recon.store.database import session_factory
+from recon.errors import DeploymentNotFoundError
 from recon.store.writer import record_failure
 
 logger = logging.getLogger("recon.api.watcher")
@@ -21,20 +20,22 @@ LOOK_BACK = timedelta(hours=24)
 
 
 async def watch_crashed_runs(
-    prefect: PrefectClient, settings: Settings, interval: float = 5.0
+    prefect: PrefectClient, sessions: sessionmaker[Session], interval: float = 5.0
 ) -> None:
     handled: set[str] = set()  # only saves queries; the journal itself is the record
     while True:
         try:
-            await _sweep(prefect, settings, handled)
-        except ApiError:
+            await _sweep(prefect, sessions, handled)
+        except DeploymentNotFoundError:
             pass  # not deployed yet
         except Exception:
             logger.warning("crashed-run sweep failed; retrying", exc_info=True)
         await asyncio.sleep(interval)
 
 
-async def _sweep(prefect: PrefectClient, settings: Settings, handled: set[str]) -> None:
+async def _sweep(
+    prefect: PrefectClient, sessions: sessionmaker[Session], handled: set[str]
+) -> None:
     deployment = await read_deployment(prefect)
     since = datetime.now(UTC) - LOOK_BACK
     runs = await prefect.read_flow_runs(
@@ -42,7 +43,6 @@ async def _sweep(prefect: PrefectClient, settings: Settings, handled: set[str]) 
         sort=FlowRunSort.END_TIME_DESC,
         limit=50,
     )
-    sessions = session_factory(settings.resolved_database_url)
     for run in runs:
         if str(run.id) in handled:
             continue

@@ -15,8 +15,10 @@ os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "ERROR"
 os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL"] = "ERROR"
 os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL"] = "ERROR"
 os.environ.pop("PREFECT_API_URL", None)
+from tests.support.env import is_ours  # noqa: E402 (imports nothing of Prefect's)
+
 for _name in list(os.environ):
-    if _name.startswith(("ALPACA_", "RECON_")) and _name != "RECON_TEST_POSTGRES_URL":
+    if is_ours(_name):
         del os.environ[_name]
 
 import argparse  # noqa: E402
@@ -28,7 +30,7 @@ from typing import Any  # noqa: E402
 
 from benchmarks.report import tables, write  # noqa: E402
 
-FIGURES = ("core", "flow", "trigger", "fanout")
+FIGURES = ("core", "flow", "trigger", "fanout", "e2e", "fills", "oneshot", "status", "broker")
 
 
 def _ints(text: str) -> list[int]:
@@ -53,23 +55,59 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
         "the first)",
     )
     parser.add_argument("--only", default=",".join(FIGURES), help="subset of " + ",".join(FIGURES))
+    parser.add_argument("--e2e-sizes", type=_ints, help="end-to-end N (default 10k,50k,100k)")
+    parser.add_argument(
+        "--e2e-naive-max",
+        type=int,
+        default=50_000,
+        help="largest N the naive script runs end to end",
+    )
+    parser.add_argument(
+        "--e2e-modes", default="sync,trigger", help="end-to-end runs: sync,trigger (naive by size)"
+    )
+    parser.add_argument(
+        "--profile", type=Path, help="run each end-to-end `recon sync` under cProfile into this dir"
+    )
+    parser.add_argument(
+        "--broker-accounts", type=_ints, help="broker pass accounts (default 1000,10000)"
+    )
+    parser.add_argument("--broker-workers", type=_ints, help="broker pass workers (default 1,2,4)")
+    parser.add_argument(
+        "--broker-databases", default="postgresql", help="the broker pass's app database(s)"
+    )
+    parser.add_argument(
+        "--broker-prefect-db",
+        default="sqlite",
+        choices=["sqlite", "postgresql"],
+        help="the broker pass's Prefect server database (default sqlite, as `recon up`)",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/latest.json"))
     args = parser.parse_args(argv)
     quick = args.quick
     args.sizes = args.sizes or ([1_000, 10_000] if quick else [1_000, 10_000, 100_000])
     args.flow_sizes = args.flow_sizes or ([100] if quick else [100, 1_000])
+    from benchmarks.e2e import QUICK_SIZES, SIZES
+
+    args.e2e_sizes = args.e2e_sizes or (QUICK_SIZES if quick else SIZES)
+    from benchmarks import broker
+
+    args.broker_accounts = args.broker_accounts or (broker.QUICK_SIZES if quick else broker.SIZES)
+    args.broker_workers = args.broker_workers or (broker.QUICK_WORKERS if quick else broker.WORKERS)
     args.repeat = args.repeat or (2 if quick else 3)
     args.trigger_runs = args.trigger_runs or (4 if quick else 20)
     args.clients = args.clients or (200 if quick else 1_000)
     args.events = args.events or (4 if quick else 20)
     args.databases = [d.strip() for d in args.databases.split(",") if d.strip()]
     args.prefect_databases = [d.strip() for d in args.prefect_databases.split(",") if d.strip()]
+    args.broker_databases = [d.strip() for d in args.broker_databases.split(",") if d.strip()]
+    args.e2e_modes = [m.strip() for m in args.e2e_modes.split(",") if m.strip()]
     args.only = [f.strip() for f in args.only.split(",") if f.strip()]
     dialects = {"sqlite", "postgresql"}
     unknown = (
         set(args.only) - set(FIGURES)
         or set(args.databases) - dialects
         or set(args.prefect_databases) - dialects
+        or set(args.broker_databases) - dialects
     )
     if unknown:
         parser.error(f"unknown: {', '.join(sorted(unknown))}")
@@ -95,7 +133,16 @@ def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
                 bench_core, dialect, args.sizes, args.repeat, args.naive_max, root, parse=i == 0
             )
             _guarded(rows, "core", dialect, call)
-    if not {"flow", "trigger", "fanout"} & set(args.only):
+    if "oneshot" in args.only:
+        from benchmarks.oneshot import bench_oneshot
+
+        _guarded(rows, "oneshot", "sqlite", partial(bench_oneshot, args, root))
+    if "broker" in args.only:  # its own Prefect server per pass (benchmarks/broker.py)
+        from benchmarks.broker import bench_broker
+
+        for dialect in args.broker_databases:
+            _guarded(rows, "broker", dialect, partial(bench_broker, dialect, args, root))
+    if not {"flow", "trigger", "fanout", "e2e", "fills", "status"} & set(args.only):
         return rows
     from benchmarks.flow import bench_flow
     from benchmarks.stack import bench_stack, prefect_server
@@ -113,6 +160,24 @@ def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
                     figures = "+".join(f for f in ("trigger", "fanout") if f in args.only)
                     call = partial(bench_stack, server, dialect, args, root)
                     _guarded(rows, figures, dialect, call)
+            if i == 0 and "e2e" in args.only:
+                from benchmarks.e2e import bench_e2e
+
+                for dialect in args.databases:
+                    _guarded(rows, "e2e", dialect, partial(bench_e2e, server, dialect, args, root))
+            if i == 0 and "status" in args.only:
+                from benchmarks.oneshot import bench_status
+
+                for dialect in args.databases:
+                    call = partial(bench_status, server, dialect, args, root)
+                    _guarded(rows, "status", dialect, call)
+            if i == 0 and "fills" in args.only:
+                from benchmarks.fills import bench_fills
+
+                for dialect in args.databases:
+                    _guarded(
+                        rows, "fills", dialect, partial(bench_fills, server, dialect, args, root)
+                    )
     return rows
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import os
 import statistics
 import time
 import tracemalloc
@@ -16,11 +15,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from recon.store.database import engine_for, upgrade
+from recon.store.database import engine_for
+from tests.support.databases import PG_ADMIN_URL, app_database
 
-PG_ADMIN_URL = os.environ.get(
-    "RECON_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 DIALECTS = ("sqlite", "postgresql")
 
 
@@ -87,29 +84,11 @@ class Database:
 @contextlib.contextmanager
 def database(dialect: str, root: Path, name: str) -> Iterator[Database]:
     """A migrated, empty app database (a SQLite file, or a fresh PostgreSQL schema), removed
-    afterwards."""
-    if dialect == "sqlite":
-        path = root / f"{name}.db"
-        url = f"sqlite:///{path}"
-        upgrade(url)
-        try:
-            yield Database(dialect, url, path=path)
-        finally:
-            engine_for(url).dispose()
-        return
-    schema = f"bench_{name}_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
-    try:
-        upgrade(url)
-        yield Database(dialect, url, schema=schema)
-    finally:
-        engine_for(url).dispose()
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    afterwards: the tests' own (`tests.support.databases`)."""
+    schema = f"bench_{name}_{uuid.uuid4().hex[:8]}" if dialect == "postgresql" else None
+    with app_database(dialect, root, name=name, schema=schema) as url:
+        path = None if schema else root / f"{name}.db"
+        yield Database(dialect, url, path=path, schema=schema)
 
 
 def clear_journal(db: Database) -> None:

@@ -18,7 +18,7 @@ from benchmarks.floor import plan, run_floor
 from benchmarks.naive import run_naive
 from recon.broker.protocol import RawSnapshot
 from recon.diff import diff_positions
-from recon.result import RunResult
+from recon.schemas.result import RunResult
 from recon.snapshot import Snapshot, parse_snapshot
 from recon.store.book import load_book
 from recon.store.database import engine_for, session_factory

@@ -9,13 +9,12 @@ from __future__ import annotations
 import random
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pandas as pd
 
-from recon.position import COLUMNS
+from recon.position import positions_frame
 from recon.snapshot import AccountSummary, Snapshot
 
 ACCOUNT_ID = "bench-account-0001"
@@ -95,22 +94,20 @@ def prices_moved(records: list[Record]) -> list[Record]:
 
 
 def frame(records: list[Record]) -> pd.DataFrame:
-    """The frame `parse_snapshot` builds: object columns, indexed by asset_id."""
-    data = pd.DataFrame.from_records(records, columns=list(COLUMNS))
-    return data.astype(object).set_index("asset_id", drop=False)
+    """The frame `parse_snapshot` builds."""
+    return positions_frame(records)
 
 
 def snapshot(records: list[Record]) -> Snapshot:
     account_id = records[0]["account_id"] if records else ACCOUNT_ID
     total = sum((r["market_value"] for r in records), Decimal(0))
-    summary = AccountSummary(account_id, total, Decimal(0), total)
+    summary = AccountSummary(account_id, total, Decimal(0))
     return Snapshot(
         account=summary,
         positions=frame(records),
         listed_long_value=total,
         listed_count=len(records),
         market_open=True,
-        fetched_at=datetime.now(UTC),
     )
 
 

@@ -35,15 +35,15 @@ from benchmarks.stack import simulator
 from flows.reconcile import reconcile_positions
 from recon.broker import AlpacaTradingBroker
 from recon.diff import diff_book
-from recon.result import RunResult
 from recon.safety import check_removals, check_snapshot
+from recon.schemas.result import RunResult
 from recon.settings import get_settings
 from recon.snapshot import parse_snapshot
 from recon.store.book import load_book
 from recon.store.database import engine_for, session_factory, upgrade
 from recon.store.lock import sync_lock
 from recon.store.writer import apply_reconciliation
-from tests.live import PrefectServer
+from tests.support.prefect import PrefectServer
 
 log = logging.getLogger("benchmarks")
 
@@ -64,7 +64,7 @@ def plain() -> dict[str, Any]:
         check_removals(diff, len(book), settings, allow=False)
         result = RunResult.from_diff(snapshot, diff, started_at=started, flow_run_id=None)
         result = apply_reconciliation(session_factory(url), diff, result)
-    return result.as_dict()
+    return result.dump()
 
 
 def reconcile(heartbeat: int | None) -> Callable[[], dict[str, Any]]:

@@ -1,14 +1,12 @@
 """The served stack (Prefect server, `recon serve`, `recon api`, simulator) and figure 3:
-trigger to event. Processes come from `tests/live.py`, as in the deployment tests."""
+trigger to event. The stack is the tests' own (`tests.support.stack`)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,7 +17,6 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
-from httpx_sse import connect_sse
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -27,12 +24,13 @@ from sqlalchemy.engine import make_url
 
 from benchmarks import data
 from benchmarks.common import PG_ADMIN_URL, database, median, percentile
-from recon.deployment import FULL_NAME
-from recon.keys import create_key
-from recon.store.database import session_factory
+from benchmarks.e2e_procs import Listener
 from simulator.server import SimulatorConfig, SimulatorServer
-from tests.live import PrefectServer, Process, base_env, free_port, wait_for
 from tests.sim import Sim
+from tests.support.env import base_env
+from tests.support.prefect import PrefectServer
+from tests.support.stack import served_stack
+from tests.support.wait import wait_until
 
 log = logging.getLogger("benchmarks")
 STREAM = "/api/stream/events"
@@ -40,11 +38,15 @@ TRIGGER_SIZE = 100  # positions in the simulator for the trigger runs
 
 
 @contextmanager
-def prefect_server(root: Path, backend: str = "sqlite") -> Iterator[PrefectServer]:
+def prefect_server(
+    root: Path, backend: str = "sqlite", settings: dict[str, str] | None = None
+) -> Iterator[PrefectServer]:
     """`prefect server start` on its default SQLite file (as `recon up` runs it), or on a
-    PostgreSQL database of its own (what Prefect recommends for production)."""
+    PostgreSQL database of its own (what Prefect recommends for production); `settings`:
+    more of its environment."""
     if backend == "sqlite":
-        server = PrefectServer(root / "prefect-home", root)
+        home = root / "prefect-home"
+        server = PrefectServer(home, root, base_env(home) | (settings or {}))
         try:
             yield server
         finally:
@@ -61,6 +63,7 @@ def prefect_server(root: Path, backend: str = "sqlite") -> Iterator[PrefectServe
     env = base_env(home) | {
         "PREFECT_API_DATABASE_CONNECTION_URL": url.render_as_string(hide_password=False)
     }
+    env |= settings or {}
     try:
         server = PrefectServer(home, logs, env)
         try:
@@ -74,47 +77,15 @@ def prefect_server(root: Path, backend: str = "sqlite") -> Iterator[PrefectServe
 
 
 @contextmanager
-def simulator() -> Iterator[Sim]:
+def simulator_server() -> Iterator[SimulatorServer]:
     with SimulatorServer(SimulatorConfig(seed=7, drift_seconds=0)) as server:
-        yield Sim(server.base_url, server.config.api_key, server.config.secret_key)
+        yield server
 
 
-class Listener(threading.Thread):
-    """One SSE client noting when each flow run's `position:updated` arrives."""
-
-    def __init__(self, base: str, token: str) -> None:
-        super().__init__(name="sse-listener", daemon=True)
-        self.base, self.token = base, token
-        self.connected = threading.Event()
-        self.arrivals: dict[str, tuple[float, float]] = {}  # flowRunId -> (monotonic, wall)
-
-    def run(self) -> None:
-        headers = {"Authorization": f"Bearer {self.token}"}
-        timeout = httpx.Timeout(10.0, read=60.0)  # pings every 15 s keep it reading
-        try:
-            with (
-                httpx.Client(base_url=self.base, headers=headers, timeout=timeout) as client,
-                connect_sse(client, "GET", STREAM) as source,
-            ):
-                self.connected.set()
-                for event in source.iter_sse():
-                    if event.event == "position:updated":
-                        run_id = json.loads(event.data).get("flowRunId")
-                        self.arrivals[run_id] = (time.monotonic(), time.time())
-        except httpx.HTTPError:
-            return  # the sidecar stopped
-
-
-def _ready(base: str, sidecar: Process) -> bool:
-    assert sidecar.popen.poll() is None, sidecar.output()[-3000:]
-    try:
-        if httpx.get(f"{base}/readyz", timeout=2).status_code != 200:
-            return False
-        with get_client(sync_client=True) as client:
-            client.read_deployment_by_name(FULL_NAME)
-    except Exception:
-        return False
-    return True
+@contextmanager
+def simulator() -> Iterator[Sim]:
+    with simulator_server() as server:
+        yield Sim.of(server)
 
 
 def _idle(client: httpx.Client) -> bool:
@@ -134,7 +105,7 @@ def _trigger(client: httpx.Client, flip: Callable[[], None]) -> tuple[str, float
         if response.status_code != 409:
             raise AssertionError(f"trigger answered {response.status_code}: {response.text}")
         log.info("trigger: busy (a scheduled run); waiting for it")
-        wait_for(partial(_idle, client), 120, "the scheduled run", interval=0.5)
+        wait_until(partial(_idle, client), 120, "the scheduled run", interval=0.5)
         flip()
     raise AssertionError("the deployment stayed busy")
 
@@ -180,8 +151,9 @@ def trigger_runs(base: str, tokens: dict[str, str], sim: Sim, runs: int) -> dict
         for i in range(runs + 1):  # run 0 creates the book: a warm-up, untimed
             flip()
             run_id, t0, wall = _trigger(client, flip)
-            arrived = wait_for(partial(listener.arrivals.get, run_id), 120, "the event")
-            wait_for(partial(_finished, run_id), 120, "the run to finish", interval=0.25)
+            first = wait_until(partial(listener.messages.get, run_id), 120, "the event")[0]
+            arrived = (first.monotonic, first.wall)
+            wait_until(partial(_finished, run_id), 120, "the run to finish", interval=0.25)
             with get_client(sync_client=True) as prefect:
                 run = prefect.read_flow_run(run_id)  # type: ignore[arg-type]
                 history = prefect.read_flow_run_states(run_id)  # type: ignore[arg-type]
@@ -224,38 +196,32 @@ def bench_stack(
     rows: list[dict[str, Any]] = []
     home = root / f"stack-{dialect}"
     home.mkdir()
+    keys = {"admin": ["admin:write", "admin:read"], "events": ["events:read"]}
     with (
-        simulator() as sim,
+        simulator_server() as served,
         database(dialect, root, "stack") as db,
         temporary_settings({PREFECT_API_URL: server.api_url}),
+        served_stack(
+            home,
+            db=dialect,
+            url=db.url,
+            simulator=served,
+            prefect=server,
+            keys=keys,
+            # The fan-out's clients all share one key: lift the per-key stream cap (500).
+            settings={
+                "RECON_STREAM_MAX_CONNECTIONS": "20000",
+                "RECON_STREAM_MAX_CONNECTIONS_PER_KEY": "20000",
+            },
+        ) as stack,
     ):
-        with session_factory(db.url).begin() as session:
-            tokens = {
-                "admin": create_key(session, "admin", ["admin:write", "admin:read"]),
-                "events": create_key(session, "events", ["events:read"]),
-            }
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        env = base_env(root / "prefect-home", server.api_url) | {
-            "ALPACA_BASE_URL": sim.base_url,
-            "ALPACA_API_KEY": sim.api_key,
-            "ALPACA_SECRET_KEY": sim.secret_key,
-            "RECON_DATABASE_URL": db.url,
-            "RECON_DATA_DIR": str(home),
-            "RECON_FETCH_RETRIES": "0",
-            "RECON_HTTP_TIMEOUT_SECONDS": "30",
-        }
-        runner = Process(["cli", "serve"], env, home / "runner.log")
-        sidecar = Process(["cli", "api", "--port", str(port)], env, home / "sidecar.log")
-        try:
-            wait_for(lambda: _ready(base, sidecar), 120, "the sidecar and the deployment")
-            if "trigger" in args.only:
-                result = trigger_runs(base, tokens, sim, args.trigger_runs)
-                rows.append({"figure": "trigger", "dialect": dialect, **result})
-            if "fanout" in args.only:
-                result = bench_fanout(base, tokens["events"], db.url, sidecar.pid, args)
-                rows.append({"figure": "fanout", "dialect": dialect, **result})
-        finally:
-            sidecar.stop()
-            runner.stop()
+        sim = Sim.of(served)
+        if "trigger" in args.only:
+            result = trigger_runs(stack.base, stack.tokens, sim, args.trigger_runs)
+            rows.append({"figure": "trigger", "dialect": dialect, **result})
+        if "fanout" in args.only:
+            result = bench_fanout(
+                stack.base, stack.tokens["events"], db.url, stack.sidecar.pid, args
+            )
+            rows.append({"figure": "fanout", "dialect": dialect, **result})
     return rows

@@ -6,15 +6,31 @@ from typing import Annotated
 
 import typer
 
+from cli.db import app as db_app
 from cli.environment import prepare_environment
 from cli.keys import app as keys_app
 
 app = typer.Typer(help="Alpaca position reconciliation.", no_args_is_help=True)
-db_app = typer.Typer(help="The app database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 
-prepare_environment()
+
+@app.callback()
+def prepare() -> None:
+    """Alpaca position reconciliation."""
+    # Before any command imports Prefect (which reads its settings at import).
+    from pydantic import ValidationError
+
+    from recon.settings import get_settings
+
+    try:
+        settings = get_settings()
+    except ValidationError as exc:  # e.g. an http:// ALPACA_BASE_URL: say what, no traceback
+        for error in exc.errors():
+            message = error["msg"].removeprefix("Value error, ")
+            typer.secho(f"recon: {message}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    prepare_environment(settings)
 
 
 @app.command()
@@ -28,12 +44,22 @@ def sync(
     demo: Annotated[
         bool, typer.Option(help="Run against a simulated broker started for this command.")
     ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(help="Preview: fetch, check and diff, print what it would do, write nothing."),
+    ] = False,
 ) -> None:
     """Reconcile once, now, and print what changed. Exit 1 if the run failed, 3 if another
-    sync was writing (nothing was done)."""
-    from cli.sync import run_sync
+    sync was writing (nothing was done). With --dry-run, exit 0 even if it would be refused."""
+    from cli.background import use_background_server
+    from recon.settings import get_settings
 
-    raise typer.Exit(run_sync(as_json=as_json, allow_mass_removal=allow_mass_removal, demo=demo))
+    use_background_server(get_settings())  # before cli.sync imports Prefect
+    from cli.sync import exit_at_once, run_sync
+
+    exit_at_once(
+        run_sync(as_json=as_json, allow_mass_removal=allow_mass_removal, demo=demo, dry_run=dry_run)
+    )
 
 
 @app.command()
@@ -41,11 +67,31 @@ def up(
     demo: Annotated[
         bool, typer.Option(help="Also start the simulated broker and reconcile its account.")
     ] = False,
+    accounts: Annotated[
+        int,
+        typer.Option(help="With --demo: N simulated Broker API accounts (RECON_SOURCE=broker)."),
+    ] = 0,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Broker API mode: K local process workers run the shards "
+            "(reconcile-positions/shard on the recon-process work pool); 0: the runner does.",
+        ),
+    ] = 0,
 ) -> None:
     """Run the whole local stack (Prefect server, scheduled deployment) until Ctrl-C."""
     from cli.up import run_up
 
-    raise typer.Exit(run_up(demo=demo))
+    raise typer.Exit(run_up(demo=demo, accounts=accounts, workers=workers))
+
+
+@app.command()
+def down() -> None:
+    """Stop the Prefect server `recon sync` keeps in the background on this data directory."""
+    from cli.down import run_down
+
+    raise typer.Exit(run_down())
 
 
 @app.command()
@@ -53,11 +99,26 @@ def serve(
     startup_delay: Annotated[
         float | None, typer.Option(help="Trigger one run this many seconds after start.")
     ] = None,
+    shard_pool: Annotated[
+        str | None,
+        typer.Option(
+            help="Broker API mode: deploy reconcile-positions/shard to this process work "
+            "pool (created if missing) for its workers, instead of serving it here."
+        ),
+    ] = None,
 ) -> None:
     """Serve the deployment from this process (needs PREFECT_API_URL of a running server)."""
     from cli.serve import run_serve
 
-    run_serve(startup_delay)
+    run_serve(startup_delay, shard_pool=shard_pool)
+
+
+@app.command()
+def listen() -> None:
+    """Apply fills from Alpaca's trade_updates stream as they happen (ALPACA_STREAM_URL)."""
+    from cli.listen import run_listen
+
+    raise typer.Exit(run_listen())
 
 
 @app.command()
@@ -117,25 +178,22 @@ def events(
 
 @app.command("prefect-setup")
 def prefect_setup() -> None:
-    """Create or update the zombie-run automation on the Prefect server (PREFECT_API_URL)."""
+    """Create or update the zombie-run automation and the Broker API's global rate limit
+    (RECON_BROKER_RATE_LIMIT) on the Prefect server (PREFECT_API_URL)."""
     import asyncio
 
     from flows.zombies import ensure_zombie_automation
+    from recon.broker.pacing import ensure_rate_limit
     from recon.settings import get_settings
 
-    automation = asyncio.run(ensure_zombie_automation(get_settings().heartbeat_seconds))
+    settings = get_settings()
+    automation = asyncio.run(ensure_zombie_automation(settings.heartbeat_seconds))
     typer.echo(f"automation '{automation.name}' is in place ({automation.id})")
-
-
-@db_app.command("upgrade")
-def db_upgrade() -> None:
-    """Apply the database migrations (the commands that need tables do this themselves)."""
-    from recon.settings import get_settings
-    from recon.store.database import current_revision, upgrade
-
-    url = get_settings().resolved_database_url
-    upgrade(url)
-    typer.echo(f"database at revision {current_revision(url)}")
+    limit = asyncio.run(ensure_rate_limit(settings))
+    typer.echo(
+        f"rate limit '{limit.name}' is in place ({limit.limit} slots, "
+        f"{limit.slot_decay_per_second:g} a second: {settings.broker_rate_limit} a minute)"
+    )
 
 
 @app.command()
@@ -147,16 +205,30 @@ def simulator(
     ] = 30.0,
     api_key: Annotated[str, typer.Option(help="Key the simulator accepts.")] = "sim-key",
     secret_key: Annotated[str, typer.Option(help="Secret it accepts.")] = "sim-secret",  # noqa: S107
+    control_token: Annotated[
+        str | None,
+        typer.Option(envvar="RECON_SIMULATOR_TOKEN", help="Bearer token of /_sim (random)."),
+    ] = None,
+    accounts: Annotated[
+        int, typer.Option(help="Broker API accounts to generate (/v1, HTTP Basic).")
+    ] = 0,
+    rate_limit: Annotated[
+        int, typer.Option(help="Broker API requests per minute before 429s (0: none).")
+    ] = 0,
 ) -> None:
-    """Serve the simulated Alpaca broker (point ALPACA_BASE_URL at it)."""
+    """Serve the simulated Alpaca broker (point ALPACA_BASE_URL, or ALPACA_BROKER_BASE_URL for
+    the Broker API, at it)."""
     from simulator.server import SimulatorConfig, serve
 
-    serve(
-        SimulatorConfig(
-            port=port,
-            seed=seed,
-            drift_seconds=drift_seconds,
-            api_key=api_key,
-            secret_key=secret_key,
-        )
+    token = {"control_token": control_token} if control_token else {}
+    config = SimulatorConfig(
+        port=port,
+        seed=seed,
+        drift_seconds=drift_seconds,
+        api_key=api_key,
+        secret_key=secret_key,
+        accounts=accounts,
+        broker_rate_limit=rate_limit,
+        **token,
     )
+    serve(config, show_token=not control_token)

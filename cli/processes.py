@@ -60,24 +60,34 @@ def _kill_group(pgid: int, sig: signal.Signals) -> None:
 
 @dataclass
 class Children:
-    env: dict[str, str]
     log_dir: Path
     started: list[Child] = field(default_factory=list)
 
-    def start(self, name: str, args: list[str], *, to_terminal: bool = False) -> Child:
+    def start(
+        self,
+        name: str,
+        args: list[str],
+        *,
+        env: dict[str, str],
+        to_terminal: bool = False,
+        detached: bool = False,
+    ) -> Child:
         """Start `python -m <args>` in a new session, so that a Ctrl-C in the terminal
-        reaches only `recon up`, which then stops the children in order."""
+        reaches only `recon up`, which then stops the children in order. Each child gets
+        its own `env` (cli/stack_env.py): not every child may see every secret.
+        `detached`: the child outlives this process (`recon sync`'s background server)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = None if to_terminal else self.log_dir / f"{name}.log"
         output = None if log is None else log.open("ab")
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
             [sys.executable, "-m", *args],
-            env=self.env,
+            env=env,
             stdout=output,
             stderr=subprocess.STDOUT if output else None,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # one prctl call: safe between fork and exec
+            # One prctl call: safe between fork and exec.
+            preexec_fn=None if detached else _die_with_parent,
         )
         if output is not None:
             output.close()

@@ -1,6 +1,6 @@
 """The deployment as `recon up` serves it: schedules, concurrency limit, parameters.
 
-`prefect.yaml` repeats these values for `prefect deploy`; `tests/test_deployment.py`
+`prefect.yaml` repeats these values for `prefect deploy`; `tests/served/test_deployment.py`
 fails if the two drift apart.
 """
 
@@ -18,10 +18,11 @@ from recon.deployment import (
     FALL_BACK_CRON,
     FALL_BACK_TIMEZONE,
     FULL_NAME,
+    SHARD_DEPLOYMENT_NAME,
     TIMEZONE,
 )
 
-DEFAULT_PARAMETERS = {"allow_mass_removal": False}
+DEFAULT_PARAMETERS = {"allow_mass_removal": False, "dry_run": False}
 
 # CANCEL_NEW, not ENQUEUE: a run that finds another running is cancelled at once and shows
 # as Cancelled ("Deployment concurrency limit reached.") in the UI. Queueing it would only
@@ -52,4 +53,26 @@ async def build_deployment(*, paused: bool = False) -> RunnerDeployment:
     )
 
 
-__all__ = ["CONCURRENCY", "DEFAULT_PARAMETERS", "FULL_NAME", "build_deployment", "schedules"]
+async def build_shard_deployment(*, work_pool: str | None = None) -> RunnerDeployment:
+    """`reconcile-positions/shard`: the Broker API mode's child runs (RECON_SHARDS > 1), one
+    per slice of the accounts; no schedule and no concurrency limit of its own (the
+    parent's deployment allows one pass at a time). With `work_pool` it is for that pool's
+    workers (`recon up --workers K`), not for a runner to serve."""
+    return await reconcile_positions.ato_deployment(
+        name=SHARD_DEPLOYMENT_NAME,
+        work_pool_name=work_pool,
+        parameters=DEFAULT_PARAMETERS,
+        description="One shard of a Broker API pass (started by the every-5-minutes run).",
+        tags=["recon", "shard"],
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+
+
+__all__ = [
+    "CONCURRENCY",
+    "DEFAULT_PARAMETERS",
+    "FULL_NAME",
+    "build_deployment",
+    "build_shard_deployment",
+    "schedules",
+]

@@ -12,13 +12,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 from prefect.automations import Automation
-from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.objects import State, StateType
 from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import EventTrigger, Posture
 
 NAME = "recon: crash zombie flow runs"
 HEARTBEAT = "prefect.flow-run.heartbeat"
-FINAL = ("Completed", "Failed", "Cancelled", "Crashed")
+# The final states' event names (prefect.flow-run.Completed, ...), by Prefect's own
+# definition of final; a state type's default name is its value in title case.
+FINAL = tuple(t.value.title() for t in StateType if State(type=t).is_final())
 
 
 def zombie_automation(heartbeat_seconds: int) -> Automation:

@@ -8,6 +8,12 @@ from __future__ import annotations
 FLOW_NAME = "reconcile-positions"
 DEPLOYMENT_NAME = "every-5-minutes"
 FULL_NAME = f"{FLOW_NAME}/{DEPLOYMENT_NAME}"
+# The Broker API mode's shards (RECON_SHARDS > 1): child runs of the same flow, one per
+# slice of the accounts, picked up by whichever runner or worker serves this deployment.
+SHARD_DEPLOYMENT_NAME = "shard"
+SHARD_FULL_NAME = f"{FLOW_NAME}/{SHARD_DEPLOYMENT_NAME}"
+# The process work pool of prefect.yaml, and of `recon up --workers K`'s shard deployment.
+WORK_POOL = "recon-process"
 
 CRON = "*/5 * * * *"
 TIMEZONE = "America/New_York"
@@ -22,3 +28,14 @@ FALL_BACK_TIMEZONE = "UTC"
 
 # What the status endpoint shows as "the" schedule (the fill is an implementation detail).
 SCHEDULE_LABEL = f"{CRON} ({TIMEZONE})"
+
+# Tags the starters put on their runs: the listener's own fill runs, its full runs after a
+# (re)connect ("startup" for its first) or when a fill batch could not settle ("fallback"),
+# `recon serve`'s startup run and the sidecar's trigger ("manual"). A deployment run with
+# none of them is the schedule's.
+TRIGGER_TAGS = ("fill", "fallback", "reconnect", "startup", "manual")
+# The sidecar's trigger also tags who asked (`key:<name>`, a key's name, never its token)
+# and what: a dry run ("preview"), a removal over the cap allowed ("override").
+KEY_TAG_PREFIX = "key:"
+PREVIEW_TAG = "preview"
+OVERRIDE_TAG = "override"

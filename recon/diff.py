@@ -15,7 +15,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from recon.position import COLUMNS, MARKET_FIELDS, MATERIAL_FIELDS, decimal_text
+from recon.position import MARKET_FIELDS, MATERIAL_FIELDS, decimal_text, positions_frame
 from recon.snapshot import Snapshot
 
 ChangeKind = Literal["created", "updated", "removed"]
@@ -31,14 +31,6 @@ class PositionChange:
 
     def fields_dict(self) -> dict[str, dict[str, str | None]]:
         return {name: {"before": b, "after": a} for name, (b, a) in self.fields.items()}
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "assetId": self.asset_id,
-            "symbol": self.symbol,
-            "change": self.kind,
-            "fields": self.fields_dict(),
-        }
 
 
 @dataclass(frozen=True)
@@ -60,7 +52,7 @@ class Diff:
 
 
 def empty_book() -> pd.DataFrame:
-    return pd.DataFrame(columns=list(COLUMNS), dtype=object).set_index("asset_id", drop=False)
+    return positions_frame([])
 
 
 def diff_positions(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import pandas as pd
 from alpaca.trading.models import Position as AlpacaPosition
 from pydantic import ValidationError
 
@@ -38,6 +39,17 @@ DECIMAL_FIELDS = frozenset(
 )
 REQUIRED_DECIMALS = frozenset({"qty", "avg_entry_price", "cost_basis"})
 COLUMNS = (*KEY, *MATERIAL_FIELDS, *MARKET_FIELDS)
+
+
+def positions_frame(records: list[dict[str, Any]] | list[tuple[Any, ...]]) -> pd.DataFrame:
+    """Position records (dicts keyed by `COLUMNS`, or tuples in their order) as the frame
+    the diff and the writer work on, wherever they come from (the broker, the store).
+
+    Object columns, so a `Decimal` stays one (pandas would make floats of them); indexed by
+    asset_id, the key across renames, which is kept as a column too.
+    """
+    frame = pd.DataFrame.from_records(records, columns=list(COLUMNS)).astype(object)
+    return frame.set_index("asset_id", drop=False)
 
 
 class RecordError(ValueError):

@@ -21,13 +21,11 @@ def check_snapshot(snapshot: Snapshot, settings: Settings) -> None:
     account = snapshot.account
     if account.long_market_value is None or account.short_market_value is None:
         raise SnapshotRefusedError(
-            "tie-out",
             "account has no long_market_value/short_market_value to check the positions against",
         )
     account_gross = abs(account.long_market_value) + abs(account.short_market_value)
     if snapshot.listed_count == 0 and account_gross != 0:
         raise SnapshotRefusedError(
-            "empty",
             f"broker listed no positions while the account reports {decimal_text(account_gross)} "
             "of position value; refusing to treat the account as flat",
         )
@@ -41,7 +39,6 @@ def check_snapshot(snapshot: Snapshot, settings: Settings) -> None:
         if abs(listed - reported) > allowed:
             covered = _percent(listed, reported)
             raise SnapshotRefusedError(
-                "tie-out",
                 f"{side} positions add up to {decimal_text(listed)} but the account reports "
                 f"{decimal_text(reported)} ({covered} covered, tolerance {decimal_text(allowed)})",
             )
@@ -56,7 +53,6 @@ def check_removals(diff: Diff, book_size: int, settings: Settings, *, allow: boo
     # One removal is never "mass": a one-position book must be able to close its position.
     if count > settings.max_removals or (count > 1 and share > settings.max_removal_pct):
         raise SnapshotRefusedError(
-            "removal-cap",
             f"snapshot would remove {count} of {book_size} positions ({share:.1f}%), over the cap "
             f"of {settings.max_removals} or {decimal_text(settings.max_removal_pct)}%; "
             "rerun with allow_mass_removal=true (recon sync --allow-mass-removal) if this is real",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -11,7 +10,7 @@ import pandas as pd
 
 from recon.broker.protocol import RawSnapshot
 from recon.errors import BrokerTransientError
-from recon.position import COLUMNS, RecordError, parse_record, to_decimal
+from recon.position import RecordError, parse_record, positions_frame, to_decimal
 
 
 @dataclass(frozen=True)
@@ -22,16 +21,12 @@ class SymbolError:
     error: str
     asset_id: str | None = None
 
-    def as_dict(self) -> dict[str, str]:
-        return {"symbol": self.symbol, "error": self.error}
-
 
 @dataclass(frozen=True)
 class AccountSummary:
     account_id: str
     long_market_value: Decimal | None
     short_market_value: Decimal | None
-    equity: Decimal | None
 
 
 @dataclass(frozen=True)
@@ -45,7 +40,6 @@ class Snapshot:
     listed_short_value: Decimal = Decimal(0)
     listed_count: int = 0
     market_open: bool | None = None
-    fetched_at: datetime | None = None
 
     @property
     def account_id(self) -> str:
@@ -71,8 +65,7 @@ def parse_snapshot(raw: RawSnapshot) -> Snapshot:
             errors.append(_record_error(item, str(exc)))
     records, duplicates = _drop_duplicates(records)
     errors.extend(duplicates)
-    frame = pd.DataFrame.from_records(records, columns=list(COLUMNS))
-    frame = frame.astype(object).set_index("asset_id", drop=False)
+    frame = positions_frame(records)
     clock = raw.clock or {}
     is_open = clock.get("is_open")
     return Snapshot(
@@ -83,7 +76,6 @@ def parse_snapshot(raw: RawSnapshot) -> Snapshot:
         listed_short_value=short_value,
         listed_count=len(raw.positions),
         market_open=is_open if isinstance(is_open, bool) else None,
-        fetched_at=raw.fetched_at,
     )
 
 
@@ -102,7 +94,6 @@ def _parse_account(raw: dict[str, Any]) -> AccountSummary:
         account_id=account_id.strip(),
         long_market_value=read("long_market_value"),
         short_market_value=read("short_market_value"),
-        equity=read("equity"),
     )
 
 

@@ -14,14 +14,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from simulator.broker_api import broker_control_router, broker_router
 from simulator.clock import market_clock
 from simulator.control import control_router
+from simulator.events_api import events_router
 from simulator.faults import DEFAULT_UNKNOWN_ASSET_CLASS, ERROR_BODIES, Fault, error_headers
 from simulator.state import Simulator, SimulatorConfig
+from simulator.stream_control import stream_control_router
 
 SCOPE_RESET = "simulator.reset_connection"
 _OTHER_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -75,6 +78,14 @@ def create_app(
     )
     app.simulator = sim
     app.include_router(control_router(sim))
+    app.include_router(stream_control_router(sim))
+    app.include_router(broker_router(sim, now))
+    app.include_router(broker_control_router(sim))
+    app.include_router(events_router(sim))
+
+    @app.websocket("/stream")
+    async def stream(websocket: WebSocket) -> None:
+        await sim.stream.serve(websocket)
 
     @app.get("/v2/positions")
     async def positions(request: Request) -> Response:
@@ -133,7 +144,7 @@ async def _respond(
     if not _authorized(request, sim.credentials):
         return error_response(401)
     sim.catch_up()
-    fault = sim.faults.take(request.url.path)
+    fault = sim.faults.take(lambda f: f.applies_to(request.url.path))
     if fault is not None:
         sim.log.mark_fault(entry, fault.mode)
         if fault.mode == "stall":
@@ -144,6 +155,8 @@ async def _respond(
             status = fault.status or 500
             message = ERROR_BODIES.get(status, ERROR_BODIES[500])["message"]
             return JSONResponse({"message": message}, status_code=status)
+        elif fault.mode in ("echo", "echo_json"):
+            return _echo(request, fault)
         elif fault.mode == "drop":
             reset = request.scope.get(SCOPE_RESET)
             if not callable(reset):
@@ -157,6 +170,16 @@ async def _respond(
     if fault is None or fault.mode == "stall":
         return JSONResponse(result)
     return _corrupt(result, fault)
+
+
+def _echo(request: Request, fault: Fault) -> Response:
+    lines = [f"{request.method} {request.url.path}"]
+    lines += [f"{name}: {value}" for name, value in request.headers.items()]
+    status = fault.status or 502
+    if fault.mode == "echo_json":
+        body = {"message": "bad gateway", "code": 50210000, "request": lines}
+        return JSONResponse(body, status_code=status)
+    return Response("\n".join(lines), status_code=status, media_type="text/plain")
 
 
 async def _wait_for_disconnect(request: Request, seconds: float) -> None:

@@ -1,8 +1,10 @@
-"""`/_sim/...`: the unauthenticated control API, answered only to loopback clients."""
+"""`/_sim/...`: the control API, answered only to loopback clients with the control token."""
 
 from __future__ import annotations
 
 import ipaddress
+import secrets
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
@@ -37,8 +39,8 @@ class KeysRequest(BaseModel):
 
 
 def _loopback_only(request: Request) -> None:
-    # The control API has no auth, so it must stay unreachable even when the broker side is
-    # bound to a public interface for a demo.
+    # The control API must stay unreachable even when the broker side is bound to a public
+    # interface for a demo.
     host = request.client.host if request.client else ""
     try:
         allowed = ipaddress.ip_address(host).is_loopback
@@ -48,8 +50,28 @@ def _loopback_only(request: Request) -> None:
         raise HTTPException(status_code=403, detail="the control API answers loopback only")
 
 
+def _token_checker(token: str) -> Callable[[Request], None]:
+    expected = f"Bearer {token}".encode()
+
+    def check(request: Request) -> None:
+        given = request.headers.get("Authorization", "").encode()
+        if not secrets.compare_digest(given, expected):
+            raise HTTPException(
+                status_code=401,
+                detail="the control API needs Authorization: Bearer <control token>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    return check
+
+
+def control_guards(sim: Simulator) -> list[Any]:
+    """What every `/_sim` route requires: a loopback client holding the control token."""
+    return [Depends(_loopback_only), Depends(_token_checker(sim.config.control_token))]
+
+
 def control_router(sim: Simulator) -> APIRouter:
-    router = APIRouter(prefix="/_sim", dependencies=[Depends(_loopback_only)])
+    router = APIRouter(prefix="/_sim", dependencies=control_guards(sim))
 
     @router.get("/state")
     async def state() -> dict[str, Any]:
@@ -59,6 +81,7 @@ def control_router(sim: Simulator) -> APIRouter:
     @router.post("/step")
     async def step(body: Annotated[StepRequest | None, Body()] = None) -> dict[str, Any]:
         sim.portfolio.advance((body or StepRequest()).n)
+        sim.publish()
         return sim.state()
 
     @router.put("/positions")

@@ -6,7 +6,8 @@ import datetime as dt
 import threading
 import time
 from collections import deque
-from typing import Any, Literal, Self
+from collections.abc import Callable
+from typing import Any, Generic, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -19,7 +20,13 @@ FaultMode = Literal[
     "stall",
     "empty_positions",
     "drop",
+    # A misbehaving proxy's error page that echoes the request, key headers included: as
+    # text, or as JSON with a `message` beside the echo.
+    "echo",
+    "echo_json",
 ]
+# Modes that answer an error of their own, with a 4xx/5xx status of the caller's choice.
+_ERROR_MODES: frozenset[str] = frozenset({"no_code", "echo", "echo_json"})
 
 # Bodies exactly as Alpaca sends them; note the 403 has no `code`, which trips clients that
 # assume every error body has one.
@@ -54,7 +61,16 @@ def error_headers(status: int) -> dict[str, str]:
     }
 
 
-class Fault(BaseModel):
+class Armed(BaseModel):
+    """What a fault switch holds: any fault with a `count` of uses (None: until cleared)."""
+
+    count: int | None = None
+
+
+F = TypeVar("F", bound=Armed)
+
+
+class Fault(Armed):
     """One armed fault. `path=None` hits every /v2 path; `count=None` lasts until cleared."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -73,9 +89,9 @@ class Fault(BaseModel):
         if self.mode == "status" and self.status not in ERROR_BODIES:
             allowed = ", ".join(str(s) for s in ERROR_BODIES)
             raise ValueError(f"mode 'status' needs status in {allowed}")
-        if self.mode == "no_code" and self.status is not None and not 400 <= self.status <= 599:
-            raise ValueError("mode 'no_code' needs a 4xx or 5xx status")
-        if self.mode not in ("status", "no_code") and self.status is not None:
+        if self.mode in _ERROR_MODES and self.status is not None and not 400 <= self.status <= 599:
+            raise ValueError(f"mode {self.mode!r} needs a 4xx or 5xx status")
+        if self.mode != "status" and self.mode not in _ERROR_MODES and self.status is not None:
             raise ValueError(f"mode {self.mode!r} takes no status")
         if self.mode == "stall" and self.delay <= 0:
             raise ValueError("mode 'stall' needs a positive delay")
@@ -93,15 +109,19 @@ class Fault(BaseModel):
         return True
 
 
-class FaultSwitch:
-    """Holds at most one fault; `take` consumes one use of it when it applies to a request."""
+class FaultSwitch(Generic[F]):
+    """Holds at most one fault; `take` consumes one use of it when it applies."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._fault: Fault | None = None
+        self._fault: F | None = None
         self._remaining: int | None = None
 
-    def arm(self, fault: Fault) -> None:
+    @property
+    def current(self) -> F | None:
+        return self._fault
+
+    def arm(self, fault: F) -> None:
         with self._lock:
             self._fault, self._remaining = fault, fault.count
 
@@ -115,10 +135,10 @@ class FaultSwitch:
                 return None
             return {**self._fault.model_dump(), "count": self._remaining}
 
-    def take(self, path: str) -> Fault | None:
+    def take(self, applies: Callable[[F], bool]) -> F | None:
         with self._lock:
             fault = self._fault
-            if fault is None or not fault.applies_to(path):
+            if fault is None or not applies(fault):
                 return None
             if self._remaining is not None:
                 self._remaining -= 1

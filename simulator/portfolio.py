@@ -27,6 +27,7 @@ from simulator.book import (
     market_values_of,
     split_market_values,
 )
+from simulator.fills import Execution, Order, execute, report
 from simulator.listings import INITIAL_BOOK, LISTINGS, POOL, RENAMES, Listing
 
 STEPS_PER_DAY = 8
@@ -59,6 +60,8 @@ class Portfolio:
         self._renames = {first: RENAMES[0], first + self._rng.randint(4, 12): RENAMES[1]}
         self._last_equity, self._last_maintenance = self._equity_at_lastday()
         self._loaded: tuple[list[JSONDict], JSONDict] | None = None
+        # Executions not yet taken by the stream: every trade of the book shows up there.
+        self._executions: list[Execution] = []
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -164,6 +167,7 @@ class Portfolio:
                 holding = self._open(listing, "short" if short else "long")
                 self._cash -= holding.market_value.quantize(CENT)
                 self._holdings.append(holding)
+                self._report(holding, holding.qty)
             if rng.randrange(100) < 20:
                 self._reroll_held(rng.choice(self._holdings))
 
@@ -212,6 +216,7 @@ class Portfolio:
         self._cash -= (signed_trade * holding.current_price * holding.multiplier).quantize(CENT)
         holding.qty = sign * new_size
         holding.held = min(holding.held, new_size)
+        self._report(holding, signed_trade)
 
     def _closable(self) -> list[Holding]:
         # A position due for a rename must survive until it happens, or the rename never shows.
@@ -221,6 +226,69 @@ class Portfolio:
     def _close(self, holding: Holding) -> None:
         self._cash += holding.market_value.quantize(CENT)
         self._holdings.remove(holding)
+        self._report(holding, -holding.qty, after=ZERO)
+
+    def _report(self, holding: Holding, signed: Decimal, after: Decimal | None = None) -> None:
+        """A trade the drift made, as the execution the stream delivers."""
+        side = "buy" if signed > 0 else "sell"
+        order = Order(holding, side, abs(signed))
+        position = holding.qty if after is None else after
+        self._executions.append(report(order, abs(signed), holding.current_price, position))
+
+    # -- fills ------------------------------------------------------------------------------
+
+    def fill(self, symbol: str, qty: Decimal, side: str, partials: int = 1) -> list[Execution]:
+        """Execute an order now in `partials` executions: opens, grows, shrinks, closes, flips."""
+        with self._lock:
+            if self._loaded is not None:
+                raise ValueError("fills need the generated book (payloads are loaded)")
+            holding = next((h for h in self._holdings if h.symbol == symbol), None)
+            if holding is None:
+                listing = LISTINGS.get(symbol)
+                if listing is None:
+                    raise ValueError(f"unknown symbol {symbol!r}")
+                price = listing.base_price
+                holding = Holding(
+                    symbol=symbol,
+                    asset_id=asset_id_for(symbol),
+                    exchange=listing.exchange,
+                    asset_class=listing.asset_class,
+                    marginable=listing.marginable,
+                    qty=ZERO,
+                    avg_entry_price=price,
+                    current_price=price,
+                    lastday_price=price,
+                    qty_places=listing.qty_places,
+                )
+                self._holdings.append(holding)
+            if qty.as_tuple().exponent < -holding.qty_places:  # type: ignore[operator]
+                raise ValueError(f"{symbol} trades in units of 1e-{holding.qty_places}")
+            executions = execute(holding, side, qty, partials, self._pay)
+            if holding.qty == 0:
+                self._holdings.remove(holding)
+            self._executions.extend(executions)
+            return executions
+
+    def random_fill(self) -> list[Execution]:
+        """A buy or sell of part of a held position (never flattening it)."""
+        with self._lock:
+            holding = self._rng.choice(self._holdings)
+            unit = self._unit(holding)
+            size = abs(holding.qty)
+            fraction = Decimal(self._rng.randint(5, 40)) / 100
+            qty = max((size * fraction).quantize(unit, ROUND_DOWN), unit)
+            grow = self._rng.randrange(2) == 0 or qty >= size
+            side = "buy" if (holding.qty > 0) == grow else "sell"
+            symbol = holding.symbol
+        return self.fill(symbol, qty, side, self._rng.randint(1, 3))
+
+    def take_executions(self) -> list[Execution]:
+        with self._lock:
+            taken, self._executions = self._executions, []
+            return taken
+
+    def _pay(self, cost: Decimal) -> None:
+        self._cash -= cost
 
     def _reroll_held(self, holding: Holding) -> None:
         unit = self._unit(holding)

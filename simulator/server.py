@@ -125,8 +125,11 @@ class SimulatorServer:
         self.stop()
 
 
-def serve(config: SimulatorConfig) -> None:
-    """Run in the foreground until interrupted (the `recon simulator` command)."""
+def serve(config: SimulatorConfig, *, show_token: bool = False) -> None:
+    """Run in the foreground until interrupted (the `recon simulator` command).
+
+    `show_token`: log the control token, when it was generated here and nobody else knows it.
+    """
     log_config = copy.deepcopy(LOGGING_CONFIG)
     log_config["loggers"]["simulator"] = {
         "handlers": ["default"],
@@ -143,6 +146,8 @@ def serve(config: SimulatorConfig) -> None:
             config.account_id,
             config.drift_seconds,
         )
+        if show_token:
+            logger.info("control API: Authorization: Bearer %s", config.control_token)
 
     app = create_app(config)
     server = _Server(_uvicorn_config(app, config, log_config=log_config), announce)

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import pandas as pd
 
-from recon.position import COLUMNS, parse_record
+from recon.position import parse_record, positions_frame
+from recon.store.models import Position
 
 ACCOUNT_ID = "1d9eed04-be39-4e01-9b84-a48ac5bbafcf"
+# The job status fields the TypeScript job's UIs read (its contract, kept).
+SEED_STATUS_FIELDS = {
+    "enabled", "schedule", "isRunning", "lastRunTime", "lastRunDuration", "nextRunTime",
+    "totalRuns", "successfulRuns", "failedRuns", "lastError", "lastResult",
+    "lastFlowRunId", "lastFlowRunUrl", "skippedRuns",
+}  # fmt: skip
 
 
 def asset_id(symbol: str) -> str:
@@ -71,9 +79,18 @@ def account_for(positions: list[dict[str, Any]], cash: str = "10000") -> dict[st
 
 
 def frame(raw: list[dict[str, Any]], account_id: str = ACCOUNT_ID) -> pd.DataFrame:
-    records = [parse_record(r, account_id) for r in raw]
-    return (
-        pd.DataFrame.from_records(records, columns=list(COLUMNS))
-        .astype(object)
-        .set_index("asset_id", drop=False)
-    )
+    return positions_frame([parse_record(r, account_id) for r in raw])
+
+
+def book_rows(books: dict[str, list[str]], qty: str, now: datetime) -> list[Position]:
+    """Stored positions: each account's symbols, `qty` each, as of `now`."""
+    return [
+        Position(
+            **parse_record(raw_position(symbol, qty=qty), account),
+            created_at=now,
+            updated_at=now,
+            refreshed_at=now,
+        )
+        for account, symbols in books.items()
+        for symbol in symbols
+    ]

@@ -3,31 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from prefect.settings import PREFECT_API_URL
 
 from tests.sim import Sim
+from tests.support.env import scrubbed_env
+from tests.support.process import run_module
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 def recon(*args: str, extra_env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALPACA_", "RECON_"))}
-    env |= {"PREFECT_API_URL": str(PREFECT_API_URL.value()), **extra_env}
-    return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    env = scrubbed_env() | {"PREFECT_API_URL": str(PREFECT_API_URL.value()), **extra_env}
+    return run_module("cli", *args, env=env, cwd=cwd)
 
 
 def sim_env(sim: Sim, database_url: str) -> dict[str, str]:
@@ -83,3 +74,29 @@ def test_db_upgrade_reports_the_revision(tmp_path: Path) -> None:
     config.set_main_option("script_location", str(MIGRATIONS))
     head = ScriptDirectory.from_config(config).get_current_head()
     assert f"revision {head}" in done.stdout
+
+
+def test_sync_dry_run_reports_and_writes_nothing(
+    sim: Sim, database_url: str, tmp_path: Path
+) -> None:
+    from sqlalchemy import func, select
+
+    from recon.store.database import session_factory
+    from recon.store.models import AuditEntry, Position, PositionEvent, SyncRun
+
+    done = recon("sync", "--dry-run", "--json", extra_env=sim_env(sim, database_url), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    preview = json.loads(done.stdout)
+    assert preview["dryRun"] is True and preview["refused"] is None
+    assert preview["summary"]["createdCount"] == len(preview["created"]) > 0
+    assert preview["syncRunId"] is None and preview["eventId"] is None
+    with session_factory(database_url)() as session:
+        for table in (Position, PositionEvent, SyncRun):
+            assert session.scalar(select(func.count()).select_from(table)) == 0, table
+        (audit,) = session.scalars(select(AuditEntry)).all()
+    assert (audit.actor, audit.action, audit.detail["dryRun"]) == ("cli", "preview", True)
+
+    text = recon("sync", "--dry-run", extra_env=sim_env(sim, database_url), cwd=tmp_path)
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.startswith("PREVIEW (nothing written)")
+    assert "would apply" in text.stdout

@@ -25,8 +25,8 @@ from recon.store.journal import POSITION_UPDATED, SYSTEM_ERROR, read_events
 from recon.store.lock import sync_lock
 from recon.store.models import Position, SyncRun
 from tests.factories import account_for, raw_position
-from tests.live import wait_for
 from tests.sim import Sim
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 FIXTURES = Path(__file__).parent / "fixtures" / "alpaca"
@@ -277,7 +277,7 @@ def test_task_runs_are_linked_in_the_run_graph(configured: str, sim: Sim) -> Non
         wanted = {"fetch-snapshot", "diff-positions", "persist-changes"}
         return by_name if wanted <= set(by_name) else None
 
-    by_name = wait_for(linked, 30, "the three task runs")
+    by_name = wait_until(linked, 30, "the three task runs")
     fetch, diff, persist = (
         by_name[n] for n in ("fetch-snapshot", "diff-positions", "persist-changes")
     )

@@ -35,7 +35,8 @@ def test_a_fresh_database_is_migrated_to_head(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     upgrade(url)
     assert current_revision(url) == HEAD_REVISION
-    assert "api_keys" in sa.inspect(engine_for(url)).get_table_names()
+    tables = sa.inspect(engine_for(url)).get_table_names()
+    assert "api_keys" in tables and "audit" in tables
 
 
 def test_an_older_database_is_brought_to_head(database_url: str) -> None:

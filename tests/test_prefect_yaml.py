@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,10 +12,15 @@ import pytest
 import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
+from prefect.deployments.runner import RunnerDeployment
 
 from flows import deployment as defined
+from recon.deployment import SHARD_FULL_NAME, WORK_POOL
 from recon.store.database import upgrade
-from tests.live import PrefectServer, Process, base_env, prefect_api, wait_for
+from tests.support.env import base_env
+from tests.support.prefect import PrefectServer, prefect_api
+from tests.support.process import Process, run_module
+from tests.support.wait import wait_until
 
 ROOT = Path(__file__).parent.parent
 
@@ -27,27 +32,40 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
 
 
 def prefect(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "prefect", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_module("prefect", *args, env=env, cwd=ROOT)
 
 
-def test_prefect_yaml_agrees_with_the_served_deployment() -> None:
+def entries() -> dict[str, dict[str, Any]]:
     config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
-    (entry,) = config["deployments"]
-    assert f"reconcile-positions/{entry['name']}" == defined.FULL_NAME
-    assert entry["parameters"] == defined.DEFAULT_PARAMETERS
-    crons = {(s["cron"], s["timezone"], s.get("day_or", True)) for s in entry["schedules"]}
-    assert crons == {(s.cron, s.timezone, s.day_or) for s in defined.schedules()}  # type: ignore[attr-defined]
-    limit = entry["concurrency_limit"]
-    assert limit["limit"] == defined.CONCURRENCY.limit
-    assert limit["collision_strategy"] == defined.CONCURRENCY.collision_strategy.value
+    return {f"reconcile-positions/{e['name']}": e for e in config["deployments"]}
+
+
+def built() -> list[RunnerDeployment]:
+    return [asyncio.run(defined.build_deployment()), asyncio.run(defined.build_shard_deployment())]
+
+
+def test_prefect_yaml_agrees_with_the_served_deployments() -> None:
+    found = entries()
+    assert set(found) == {defined.FULL_NAME, SHARD_FULL_NAME}
+    for deployment in built():
+        entry = found[deployment.full_name]
+        assert entry["parameters"] == deployment.parameters
+        assert entry["tags"] == deployment.tags
+        assert entry["description"] == deployment.description
+        assert entry["work_pool"]["name"] == WORK_POOL
+        crons = {
+            (s["cron"], s["timezone"], s.get("day_or", True)) for s in entry.get("schedules", [])
+        }
+        served = [s.schedule for s in deployment.schedules or []]
+        assert crons == {(s.cron, s.timezone, s.day_or) for s in served}  # type: ignore[union-attr]
+        limit = entry.get("concurrency_limit")
+        if deployment.concurrency_limit is None:  # the shard: the parent's limit governs
+            assert limit is None
+        else:
+            assert deployment.concurrency_options is not None
+            assert limit["limit"] == deployment.concurrency_limit
+            strategy = deployment.concurrency_options.collision_strategy
+            assert limit["collision_strategy"] == strategy.value
 
 
 def test_deploy_all_then_a_worker_runs_a_cli_triggered_run(
@@ -66,6 +84,14 @@ def test_deploy_all_then_a_worker_runs_a_cli_triggered_run(
     assert dep.work_pool_name == "recon-process"
     assert {s.schedule.cron for s in dep.schedules} == {"*/5 * * * *", "*/5 6 1-7 11 0"}  # type: ignore[union-attr]
     assert dep.global_concurrency_limit is not None and dep.global_concurrency_limit.limit == 1
+    with get_client(sync_client=True) as client:
+        shard = client.read_deployment_by_name(SHARD_FULL_NAME)
+    assert (shard.work_pool_name, shard.schedules, shard.tags) == (
+        WORK_POOL,
+        [],
+        ["recon", "shard"],
+    )
+    assert shard.global_concurrency_limit is None
 
     worker_env = env | {
         "PREFECT_WORKER_QUERY_SECONDS": "1",
@@ -90,7 +116,7 @@ def test_deploy_all_then_a_worker_runs_a_cli_triggered_run(
             done = [r for r in runs if r.state_type in (StateType.COMPLETED, StateType.FAILED)]
             return done or None
 
-        (run,) = wait_for(finished, 120, "the worker to run the deployment", interval=1)
+        (run,) = wait_until(finished, 120, "the worker to run the deployment", interval=1)
         assert run.state_type == StateType.COMPLETED, worker.output()[-3000:]
     finally:
         worker.stop()

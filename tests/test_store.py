@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from recon.diff import diff_positions, empty_book
 from recon.errors import SyncInProgressError
-from recon.result import RunResult
+from recon.schemas.result import RunResult
 from recon.snapshot import AccountSummary, Snapshot
 from recon.store.book import load_book
 from recon.store.database import engine_for, session_factory
@@ -22,12 +22,12 @@ from recon.store.journal import POSITION_UPDATED, SYSTEM_ERROR, lock_journal, re
 from recon.store.lock import sync_lock
 from recon.store.models import Position, PositionChange, PositionEvent, SyncRun
 from recon.store.writer import apply_reconciliation, record_failure
-from tests.conftest import app_database
 from tests.factories import ACCOUNT_ID, frame, raw_position
+from tests.support.databases import app_database
 
 
 def snapshot_of(raw: list[dict[str, object]], account_id: str = ACCOUNT_ID) -> Snapshot:
-    account = AccountSummary(account_id, Decimal(0), Decimal(0), Decimal(0))
+    account = AccountSummary(account_id, Decimal(0), Decimal(0))
     return Snapshot(account=account, positions=frame(raw, account_id))  # type: ignore[arg-type]
 
 

@@ -18,10 +18,10 @@ from api.relay import RECENT_BYTES
 from recon.settings import get_settings
 from recon.store.database import engine_for
 from recon.store.journal import POSITION_UPDATED, SYSTEM_ERROR
-from tests.api_server import (
+from tests.support.asgi import (
     STREAM_PATH as PATH,
 )
-from tests.api_server import (
+from tests.support.asgi import (
     RunningServer,
     append_rows,
     auth,
@@ -30,8 +30,8 @@ from tests.api_server import (
     open_stream,
     serve,
     stream_app,
-    wait_until,
 )
+from tests.support.wait import wait_until
 
 POLL = 0.05
 Start = Callable[..., RunningServer]  # start(ping=...) -> a running server
@@ -83,7 +83,10 @@ def test_delivers_new_events_with_type_id_and_payload(
     data = json.loads(received[1].data)
     # flowRunId comes from the row when the payload lacks it; decimals stay strings.
     assert data == {"created": [{"symbol": "AAPL", "qty": "1.50"}], "seq": 1, "flowRunId": "flow-7"}
-    assert latency < 5 * POLL + 1.0
+    # Typically one poll interval; the bound is generous (a loaded machine), it only
+    # catches a relay that delivers on some later event instead of its poll.
+    print(f"row to client: {latency * 1000:.0f} ms (poll {POLL * 1000:.0f} ms)")
+    assert latency < 5.0
 
 
 @pytest.mark.parametrize("how", ["header", "query", "header wins over query"])
@@ -124,25 +127,30 @@ def test_many_clients_share_one_tail(start: Start, database_url: str, token: str
                     break
         return ids
 
-    async def main() -> tuple[list[list[int]], list[int]]:
+    async def main() -> tuple[list[list[int]], list[int], int, float]:
         limits = httpx.Limits(max_connections=clients)
         async with httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT, limits=limits) as h:
             tasks = [asyncio.create_task(listen(h)) for _ in range(clients)]
             await asyncio.to_thread(wait_until, lambda: server.relay.subscriber_count == clients)
             written: list[int] = []
-            for size in batches:
-                written += await asyncio.to_thread(append_rows, database_url, size)
-            return list(await asyncio.gather(*tasks)), written
+            # Counted once every client is subscribed: from here on only the tail may read.
+            with count_selects(engine_for(database_url), "position_events") as selects:
+                began = time.monotonic()
+                for size in batches:
+                    written += await asyncio.to_thread(append_rows, database_url, size)
+                received = list(await asyncio.gather(*tasks))
+                elapsed = time.monotonic() - began
+            return received, written, len(selects), elapsed
 
-    began = time.monotonic()
-    with count_selects(engine_for(database_url), "position_events") as selects:
-        received, written = asyncio.run(main())
-    elapsed = time.monotonic() - began
-    assert all(ids == written for ids in received)
-    # One tail: its reads are bounded by time / poll interval, plus one read per client as
-    # it connects (the catch-up from its start position); a poll loop per client would make
-    # ~50 times as many.
-    assert 1 <= len(selects) <= elapsed / POLL + 5 + clients, (len(selects), elapsed)
+    received, written, reads, elapsed = asyncio.run(main())
+    assert len(written) == sum(batches)
+    assert received == [written] * clients
+    # One tail: its reads are bounded by time / poll interval, whatever the number of
+    # clients (a poll loop per client would make 50 times as many; a load-slowed tail polls
+    # less often, never more). On PostgreSQL each committed batch's NOTIFY may also wake it
+    # early: at most one more read per batch.
+    wakeups = len(batches) if database_url.startswith("postgresql") else 0
+    assert 1 <= reads <= elapsed / POLL + 2 + wakeups, (reads, elapsed)
 
 
 def test_replays_recent_rows_from_memory_and_older_ones_from_the_journal(
@@ -241,7 +249,7 @@ def test_last_event_id_must_be_a_journal_id(
         params["lastEventId"] = value
     url = server.base_url + PATH
     with httpx.stream("GET", url, headers=headers, params=params, timeout=TIMEOUT) as response:
-        assert response.status_code in ((400, 422) if status == 400 else (200,))
+        assert response.status_code == status
         if status == 400:
             assert json.loads(response.read())["error"] == "invalid request"
 

@@ -3,38 +3,40 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from api.deps import PrefectDep, SettingsDep
+from api.schemas import Health, Readiness, ReadinessChecks
 from recon.store.database import engine_for
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-async def healthz() -> dict[str, str]:
+async def healthz() -> Health:
     """The process answers. No auth, no dependencies."""
-    return {"status": "ok"}
+    return Health(status="ok")
 
 
-@router.get("/readyz", responses={503: {"description": "a dependency is unreachable"}})
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "a dependency is unreachable"}},
+)
 async def readyz(settings: SettingsDep, prefect: PrefectDep) -> JSONResponse:
     """Ready when both the app database and the Prefect API answer."""
-    checks: dict[str, Any] = {}
     database, orchestrator = await asyncio.gather(
         asyncio.to_thread(_database_ok, settings.resolved_database_url),
         _prefect_ok(prefect),
         return_exceptions=False,
     )
-    checks["database"] = "ok" if database is None else database
-    checks["prefect"] = "ok" if orchestrator is None else orchestrator
-    ready = all(v == "ok" for v in checks.values())
-    body = {"status": "ready" if ready else "not ready", "checks": checks}
-    return JSONResponse(body, status_code=200 if ready else 503)
+    checks = ReadinessChecks(database=database or "ok", prefect=orchestrator or "ok")
+    ready = checks.database == checks.prefect == "ok"
+    body = Readiness(status="ready" if ready else "not ready", checks=checks)
+    return JSONResponse(body.dump(), status_code=200 if ready else 503)
 
 
 def _database_ok(url: str) -> str | None:

@@ -8,12 +8,15 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Final
 
 import anyio
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
 from sse_starlette import EventSourceResponse
 
-from api.deps import EventsRead
+from api.deps import RelayDep, account_scope
 from api.errors import ApiError
-from api.relay import JournalRelay, Subscription
+from api.relay import JournalRelay
+from api.stream_auth import StreamReader
+from api.stream_guard import Lease, LeasedResponse, StreamGuard
+from api.subscription import Subscription
 
 router = APIRouter(tags=["events"])
 
@@ -29,12 +32,14 @@ _SHUTDOWN_GRACE_SECONDS: Final = 2.0
         200: {"content": {"text/event-stream": {}}, "description": "an endless event stream"},
         400: {"description": "Last-Event-ID is not a journal id"},
         401: {"description": "no valid API key"},
-        403: {"description": "the API key lacks events:read"},
+        403: {"description": "the API key lacks events:read, or may not read that account"},
+        429: {"description": "too many open streams, for this key or in all"},
     },
 )
 async def stream_events(
     request: Request,
-    _principal: EventsRead,
+    principal: StreamReader,
+    relay: RelayDep,
     last_event_id_header: Annotated[
         str | None, Header(alias="Last-Event-ID", description="Resume after this event id.")
     ] = None,
@@ -47,7 +52,11 @@ async def stream_events(
             "the Last-Event-ID header wins.",
         ),
     ] = None,
-) -> EventSourceResponse:
+    account_id: Annotated[
+        str | None,
+        Query(alias="accountId", max_length=64, description="Only this account's events."),
+    ] = None,
+) -> Response:
     """Changes to the book, as Server-Sent Events, one per journal entry.
 
     - `event: position:updated`: a reconciliation changed positions. `data` is JSON:
@@ -56,20 +65,25 @@ async def stream_events(
     - `event: system:error`: a run failed or crashed. `data` is JSON: `message`, `error`,
       `status` (`failed` | `crashed`), `timestamp`, `source`, `flowRunId`.
 
+    With `?accountId=`, or with a key scoped to accounts, only those accounts' events are
+    sent (a whole run's `system:error`, which has no account, is not).
+
     Every message's `id` is its journal id. A client that reconnects with `Last-Event-ID`
     (or `?lastEventId=`) receives every event after that id, in order, none twice; without
     it, only events newer than the connection. Comment lines (`: ping`) keep the connection
     alive. A client that falls 10,000 events behind is disconnected and should reconnect.
     """
     after = _event_id(last_event_id_header or last_event_id_query)
-    relay: JournalRelay = request.app.state.relay
+    accounts = account_scope(principal, account_id)
     if after is None:
         # "Newer than the connection" means newer than now, not than the moment the body
         # starts (after the headers are sent): pin the position here and replay from it.
         after = relay.position
     shutdown = anyio.Event()
-    return EventSourceResponse(
-        _messages(relay, after, shutdown),
+    # Taken last, so nothing between here and the response can leak the slot.
+    lease = StreamGuard.of(request).acquire(principal)
+    response = EventSourceResponse(
+        _messages(relay, after, shutdown, lease, accounts),
         ping=relay.ping_interval,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         # On server shutdown sse-starlette sets the event and waits this long for the
@@ -78,18 +92,26 @@ async def stream_events(
         shutdown_event=shutdown,
         shutdown_grace_period=_SHUTDOWN_GRACE_SECONDS,
     )
+    return LeasedResponse(response, lease)
 
 
 async def _messages(
-    relay: JournalRelay, after: int | None, shutdown: anyio.Event
+    relay: JournalRelay,
+    after: int | None,
+    shutdown: anyio.Event,
+    lease: Lease,
+    accounts: frozenset[str] | None = None,
 ) -> AsyncIterator[bytes]:
-    async with relay.subscribe(after) as subscription:
+    async with relay.subscribe(after, accounts) as subscription:
+        # Ends the stream when its key is revoked, expires or loses events:read.
+        lease.on_revoke(subscription.close)
         # A task, not a task group: a cancel scope must not span the generator's yields.
         closer = asyncio.create_task(_close_on(shutdown, subscription))
         try:
-            async for entry in subscription:
-                # Encoded once by the relay for every client (sse-starlette sends bytes as is).
-                yield entry.message
+            async for batch in subscription:
+                # Encoded once by the relay for every client (sse-starlette sends bytes as
+                # is); a batch of rows goes out in one write.
+                yield batch
         finally:
             closer.cancel()
 

@@ -9,14 +9,20 @@ import requests
 from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
 
+from recon.broker.pacing import Pacer, reset_delay
 from recon.broker.protocol import RawSnapshot
-from recon.errors import BrokerError, BrokerRejectedError, BrokerTransientError
+from recon.errors import (
+    BrokerError,
+    BrokerRateLimitedError,
+    BrokerRejectedError,
+    BrokerTransientError,
+)
 from recon.settings import Settings
 
 _TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
-class _TimeoutSession(requests.Session):
+class TimeoutSession(requests.Session):
     """A session that puts a timeout on every request; alpaca-py passes none."""
 
     def __init__(self, timeout: float) -> None:
@@ -39,7 +45,7 @@ class _BoundedTradingClient(TradingClient):
 
     def __init__(self, *, timeout: float, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._session = _TimeoutSession(timeout)
+        self._session = TimeoutSession(timeout)
         self._retry = 0
 
 
@@ -49,6 +55,8 @@ class AlpacaTradingBroker:
     def __init__(self, settings: Settings) -> None:
         key, secret = settings.alpaca_credentials()
         self._timeout = settings.http_timeout_seconds
+        # No global limit for one account; a 429 is still waited out until its reset.
+        self._pacer = Pacer(settings)
         self._client = _BoundedTradingClient(
             timeout=settings.http_timeout_seconds,
             api_key=key,
@@ -72,43 +80,85 @@ class AlpacaTradingBroker:
             clock=clock if isinstance(clock, dict) else None,
         )
 
+    def fetch_position(self, asset_id: str) -> dict[str, Any] | None:
+        """One position (`GET /v2/positions/{asset_id}`); None when the broker answers 404.
+
+        A 404 only says the broker has no open position for the asset *now*; whether that
+        means "flat" is the caller's decision (`recon.fills.read`).
+        """
+        what = f"position {asset_id}"
+        try:
+            record = self._call(what, lambda: self._client.get_open_position(asset_id))
+        except BrokerRejectedError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+        if not isinstance(record, dict):
+            raise BrokerTransientError("broker returned a position that is not a JSON object")
+        return record
+
+    def fetch_account_id(self) -> str:
+        account = self._call("account", self._client.get_account)
+        account_id = account.get("id") if isinstance(account, dict) else None
+        if not isinstance(account_id, str) or not account_id.strip():
+            raise BrokerTransientError("broker returned an account without an id")
+        return account_id.strip()
+
     def _call(self, what: str, call: Any) -> Any:
         try:
-            return call()
-        except APIError as exc:
-            raise _from_api_error(what, exc) from None
-        except requests.Timeout:
-            raise BrokerTransientError(
-                f"{what}: no answer from the broker within {self._timeout:g} s"
-            ) from None
-        except requests.exceptions.JSONDecodeError:
-            raise BrokerTransientError(
-                f"{what}: broker sent a body that is not valid JSON"
-            ) from None
-        except requests.ConnectionError as exc:
-            raise BrokerTransientError(
-                f"{what}: connection failed ({type(exc).__name__})"
-            ) from None
-        except requests.RequestException as exc:
-            raise BrokerError(f"{what}: request failed ({type(exc).__name__})") from None
+            return call_alpaca(what, call, self._timeout)
+        except BrokerRateLimitedError as exc:
+            # One attempt still (the task retries), but not before the broker's reset.
+            self._pacer.wait_out(exc.reset_after)
+            raise
+
+
+def call_alpaca(what: str, call: Any, timeout: float) -> Any:
+    """One alpaca-py call, its failures mapped to `BrokerError`s with a safe message."""
+    try:
+        return call()
+    except APIError as exc:
+        raise _from_api_error(what, exc) from None
+    except requests.Timeout:
+        raise BrokerTransientError(
+            f"{what}: no answer from the broker within {timeout:g} s"
+        ) from None
+    except requests.exceptions.JSONDecodeError:
+        raise BrokerTransientError(f"{what}: broker sent a body that is not valid JSON") from None
+    except requests.ConnectionError as exc:
+        raise BrokerTransientError(f"{what}: connection failed ({type(exc).__name__})") from None
+    except requests.RequestException as exc:
+        raise BrokerError(f"{what}: request failed ({type(exc).__name__})") from None
 
 
 def _from_api_error(what: str, exc: APIError) -> BrokerError:
     status = exc.status_code
     reason = _describe_body(str(exc))
     message = f"{what}: broker answered HTTP {status}: {reason}"
+    if status == 429:
+        headers = getattr(exc.response, "headers", None)
+        delay = reset_delay(headers) if headers is not None else None
+        return BrokerRateLimitedError(message, reset_after=delay)
     if status is None or status in _TRANSIENT_STATUS or status >= 500:
         return BrokerTransientError(message, status_code=status)
     return BrokerRejectedError(message, status_code=status)
 
 
+_MAX_MESSAGE = 200
+
+
 def _describe_body(text: str) -> str:
-    """Alpaca's `{code, message}` when present; the 403 body has no code, others no JSON."""
+    """Alpaca's `message` (and `code`) from its `{code, message}` body, nothing else.
+
+    A proxy between us and Alpaca may answer an error page that echoes the request, key
+    headers included: anything but Alpaca's own two fields is dropped, never quoted.
+    """
     try:
         body = json.loads(text)
     except ValueError:
-        return text[:200].strip() or "(empty body)"
-    if isinstance(body, dict):
-        message = str(body.get("message", "")).strip() or "(no message)"
-        return f"{message} (code {body['code']})" if "code" in body else message
-    return text[:200]
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("message"), str):
+        return f"no Alpaca error message (a {len(text)}-character body, not shown)"
+    message = " ".join(body["message"].split())[:_MAX_MESSAGE] or "(empty message)"
+    code = body.get("code")
+    return f"{message} (code {code})" if isinstance(code, int) else message

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 
@@ -18,7 +17,6 @@ class RawSnapshot:
     account: dict[str, Any]
     positions: list[Any]
     clock: dict[str, Any] | None = None
-    fetched_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 class Broker(Protocol):

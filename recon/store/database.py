@@ -20,7 +20,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration's revision (tests check it against Alembic's own head). A database
 # already there needs no Alembic at all: importing it and loading the scripts costs a new
 # flow process ≈ 0.3 s, on the path from trigger to event.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0009"
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -56,7 +56,9 @@ def engine_for(url: str) -> Engine:
     return make_engine(url)
 
 
+@cache
 def session_factory(url: str) -> sessionmaker[Session]:
+    """One sessionmaker per URL per process, bound to `engine_for(url)`."""
     return sessionmaker(engine_for(url), expire_on_commit=False)
 
 
@@ -91,19 +93,6 @@ def current_revision(url: str) -> str | None:
 
     with engine_for(url).connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
-
-
-def schema_lock_key(name: str) -> str:
-    """SQL for a PostgreSQL advisory-lock key of `name` in the current schema.
-
-    Advisory locks are per database; keying them by schema keeps installations that share
-    a database in separate schemas apart. 62 bits: positive, as `pg_locks` reports it.
-    """
-    if not name.isidentifier():
-        raise ValueError(f"lock name must be an identifier: {name!r}")
-    return (
-        f"(hashtextextended(current_schema() || ':recon:{name}', 0) & x'3FFFFFFFFFFFFFFF'::bigint)"
-    )
 
 
 @contextmanager

@@ -68,7 +68,10 @@ class SyncRun(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(Document)
     reason: Mapped[str | None] = mapped_column(Text)
 
-    __table_args__ = (Index("ix_sync_runs_finished_at", "finished_at"),)
+    __table_args__ = (
+        Index("ix_sync_runs_finished_at", "finished_at"),
+        Index("ix_sync_runs_account_finished", "account_id", "finished_at"),
+    )
 
 
 class PositionEvent(Base):
@@ -79,10 +82,12 @@ class PositionEvent(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     type: Mapped[str] = mapped_column(String(32))  # position:updated | system:error
     account_id: Mapped[str | None] = mapped_column(String(64))
-    sync_run_id: Mapped[int | None] = mapped_column(ForeignKey("sync_runs.id"))
+    sync_run_id: Mapped[int | None] = mapped_column(ForeignKey("sync_runs.id"), index=True)
     flow_run_id: Mapped[str | None] = mapped_column(String(64), index=True)
     payload: Mapped[dict[str, Any]] = mapped_column(Document)
     created_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_position_events_account_id", "account_id", "id"),)
 
 
 class PositionChange(Base):
@@ -127,3 +132,74 @@ class ApiKey(Base):
     capabilities: Mapped[list[str]] = mapped_column(Document)
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]  # None: until revoked
+    # The accounts the key may read; None: every account.
+    accounts: Mapped[list[str] | None] = mapped_column(Document)
+
+
+class StreamTicket(Base):
+    """A single-use ticket for one event-stream connection, valid for a minute (hash only)."""
+
+    __tablename__ = "stream_tickets"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    api_key_id: Mapped[int] = mapped_column(BigId, ForeignKey("api_keys.id"))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    used_at: Mapped[datetime | None]
+
+
+class StreamStatus(Base):
+    """The fill listener's connection, one row per stream: read by every sidecar replica."""
+
+    __tablename__ = "stream_status"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str | None] = mapped_column(String(64))
+    holder: Mapped[str | None] = mapped_column(String(200))
+    connected: Mapped[bool]
+    connected_since: Mapped[datetime | None]
+    last_event_at: Mapped[datetime | None]
+    fills_applied: Mapped[int] = mapped_column(BigId, default=0)
+    reconnects: Mapped[int] = mapped_column(BigId, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+
+class AuditEntry(Base):
+    """Who did what by hand: triggers, previews, overrides, key creation and revocation.
+    `actor` is a key's name (never its token), or `cli` for the operator's command line."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str | None] = mapped_column(String(200))
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(Document)
+
+
+class TradeEventCursor(Base):
+    """Where the Broker API's trade event stream resumes: its last applied `event_id`."""
+
+    __tablename__ = "trade_event_cursor"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_event_id: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime]
+
+
+class TradeEventApplied(Base):
+    """A trade event already applied (kept a while): a replay skips it."""
+
+    __tablename__ = "trade_events_applied"
+    __table_args__ = (Index("ix_trade_events_applied_at", "applied_at"),)
+
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(64))
+    execution_id: Mapped[str] = mapped_column(String(64))
+    applied_at: Mapped[datetime]

@@ -10,6 +10,7 @@ import orjson
 from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Integer, Numeric, String
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator, TypeEngine
+from typing_extensions import override
 
 
 class ExactDecimal(TypeDecorator[Decimal]):
@@ -28,6 +29,7 @@ class ExactDecimal(TypeDecorator[Decimal]):
             return dialect.type_descriptor(Numeric(asdecimal=True))
         return dialect.type_descriptor(String(80))
 
+    @override
     def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
         if value is None:
             return None
@@ -35,6 +37,7 @@ class ExactDecimal(TypeDecorator[Decimal]):
             raise TypeError(f"ExactDecimal takes Decimal, got {type(value).__name__}")
         return value if dialect.name == "postgresql" else format(value, "f")
 
+    @override
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None:
             return None
@@ -54,6 +57,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
+    @override
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
         if value is None:
             return None
@@ -61,6 +65,7 @@ class UTCDateTime(TypeDecorator[datetime]):
             raise ValueError("naive datetime: pass an aware one")
         return value.astimezone(UTC)
 
+    @override
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None

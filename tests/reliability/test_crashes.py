@@ -24,11 +24,13 @@ import pytest
 import sqlalchemy as sa
 from prefect.client.schemas.objects import StateType
 
-from recon.store.journal import JOURNAL_LOCK, POSITION_UPDATED, SYSTEM_ERROR
-from tests.live import flow_process_of, wait_for
-from tests.reliability.books import broker_book
-from tests.reliability.stack import Stack
+from recon.store.dialects.postgresql import JOURNAL_LOCK_SQL as JOURNAL_LOCK
+from recon.store.journal import POSITION_UPDATED, SYSTEM_ERROR
 from tests.sim import Sim
+from tests.support.books import broker_book
+from tests.support.process import flow_process_of
+from tests.support.stack import Stack
+from tests.support.wait import wait_until
 
 KILLS = 20
 PHASES = ["starting", "fetching", "persisting", "committed"]
@@ -74,7 +76,7 @@ def test_twenty_kills_leave_no_partial_state(stack: Stack, sim: Sim) -> None:
                 continue
             assert run.state_type == StateType.CRASHED, (phase, run.state)
             outcomes["applied before the kill" if book == expected else "rolled back"] += 1
-            wait_for(
+            wait_until(
                 lambda r=run_id: listener.of(SYSTEM_ERROR, r), 15, "system:error on the stream"
             )
             assert listener.of(SYSTEM_ERROR, run_id)[0].data["status"] == "crashed"
@@ -111,7 +113,7 @@ def _run_and_kill(stack: Stack, sim: Sim, phase: str, chaos: random.Random) -> t
         response = stack.trigger(wait=False)
         assert response.status_code == 202, response.text
         run_id: str = response.json()["flowRunId"]
-        pid = wait_for(
+        pid = wait_until(
             lambda: flow_process_of(stack.runner.pid, run_id), 30, "the run's flow process"
         )
         if phase == "starting":
@@ -119,19 +121,19 @@ def _run_and_kill(stack: Stack, sim: Sim, phase: str, chaos: random.Random) -> t
             # 1.5 s on a fast 2-core machine and 3-4 s on a slow one.
             time.sleep(chaos.uniform(0.0, 1.0))
         elif phase == "fetching":
-            wait_for(lambda: sim.requests("/v2/positions"), 30, "the positions request")
+            wait_until(lambda: sim.requests("/v2/positions"), 30, "the positions request")
             time.sleep(chaos.uniform(0.0, 0.5))
         elif phase == "persisting" and stack.db == "postgresql":
             _wait_for_blocked_backend(stack)
         elif phase == "persisting":
-            wait_for(lambda: sim.requests("/v2/positions"), 30, "the positions request")
+            wait_until(lambda: sim.requests("/v2/positions"), 30, "the positions request")
             held.enter_context(_write_locked(stack))
             # The fetch ends (the clock is asked last), the diff of a small book takes
             # milliseconds, then persist waits for the write lock (busy_timeout 5 s).
-            wait_for(lambda: _answered(sim, "/v2/clock"), 30, "the fetch to end")
+            wait_until(lambda: _answered(sim, "/v2/clock"), 30, "the fetch to end")
             time.sleep(chaos.uniform(0.5, 1.5))
         else:
-            wait_for(lambda: _updated(stack, run_id, head), 30, "its commit", interval=0.01)
+            wait_until(lambda: _updated(stack, run_id, head), 30, "its commit", interval=0.01)
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -162,7 +164,7 @@ def _wait_for_blocked_backend(stack: Stack) -> None:
     engine = sa.create_engine(stack.url, poolclass=sa.NullPool, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as connection:
-            wait_for(lambda: connection.execute(query).first(), 30, "persist to block")
+            wait_until(lambda: connection.execute(query).first(), 30, "persist to block")
     finally:
         engine.dispose()
 

@@ -3,27 +3,31 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import httpx
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.events.filters import EventFilter
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.events.filters import EventFilter, EventOccurredFilter
 from sqlalchemy import MetaData, select
 
-from recon.deployment import FULL_NAME
-from recon.keys import create_key
-from recon.store.database import engine_for, session_factory
+from recon.store.database import engine_for
 from simulator.server import SimulatorConfig, SimulatorServer
-from tests.conftest import DATABASES, app_database
-from tests.live import Process, base_env, free_port, prefect_api, stack_env, wait_for
 from tests.sim import Sim
+from tests.support.databases import DATABASES, app_database
+from tests.support.prefect import default_api
+from tests.support.stack import served_stack
+from tests.support.wait import wait_until
 
 KEY_ID = "PKZZTOPSECRETKEYID42"
 SECRET = "sk-live-XYZZY-do-not-leak-0b1c2d3e4f"
-NO_SCHEDULER = {"PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false"}
+# The app database's password (PostgreSQL: trust auth ignores it, so any value connects).
+DB_PASSWORD = "pg-pw-QUUX-never-print-5a6b7c"
 
 
 @pytest.fixture(scope="module", params=DATABASES)
@@ -33,44 +37,27 @@ def secret_stack(
     root = tmp_path_factory.mktemp("secrets")
     config = SimulatorConfig(api_key=KEY_ID, secret_key=SECRET, seed=11)
     with (
-        app_database(request.param, root) as url,
+        app_database(request.param, root) as bare,
         SimulatorServer(config) as simulator,
-        # No cron runs: one falling due while the test triggers would answer it 409.
-        prefect_api(root, env=base_env(root / "home") | NO_SCHEDULER) as server,
+        # The scheduler is off (`served_stack`): a cron run falling due while the test
+        # triggers would answer it 409.
+        served_stack(
+            root,
+            db=request.param,
+            url=(url := bare.replace("://postgres@", f"://postgres:{DB_PASSWORD}@", 1)),
+            simulator=simulator,
+            settings={"RECON_TRIGGER_WAIT_SECONDS": "60"},
+        ) as stack,
+        default_api(stack.prefect_url),
     ):
-        with session_factory(url).begin() as session:
-            token = create_key(session, "ops", ["admin:read", "admin:write", "events:read"])
-        env = stack_env(root, server.api_url, simulator, url) | {"RECON_TRIGGER_WAIT_SECONDS": "60"}
-        port = free_port()
-        runner = Process(["cli", "serve"], env, root / "runner.log")
-        sidecar = Process(["cli", "api", "--port", str(port)], env, root / "sidecar.log")
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_for(lambda: _ready(base), 90, "the sidecar")
-            yield {
-                "db": request.param,
-                "root": root,
-                "url": url,
-                "base": base,
-                "token": token,
-                "sim": Sim(simulator.base_url, KEY_ID, SECRET),
-            }
-        finally:
-            sidecar.stop()
-            runner.stop()
-
-
-def _ready(base: str) -> bool:
-    try:
-        if httpx.get(f"{base}/readyz", timeout=2).status_code != 200:
-            return False
-    except httpx.HTTPError:
-        return False
-    with get_client(sync_client=True) as client:
-        try:
-            return client.read_deployment_by_name(FULL_NAME) is not None
-        except Exception:
-            return False
+        yield {
+            "db": request.param,
+            "root": root,
+            "url": url,
+            "base": stack.base,
+            "token": stack.token,
+            "sim": Sim.of(simulator),
+        }
 
 
 def test_no_log_parameter_artifact_event_error_or_row_holds_a_secret(
@@ -99,35 +86,74 @@ def test_no_log_parameter_artifact_event_error_or_row_holds_a_secret(
         ) as stream:
             answers.append(next(stream.iter_text()))
 
+    # Logs reach the API in batches: the failed run's error must be in before the scan.
+    failed_run = failed.json()["flowRunId"]
+    wait_until(lambda: _logs_of(failed_run), 30, "the failed run's logs")
     produced = {"answers": "\n".join(answers), **_prefect_records(), **_files(secret_stack["root"])}
     produced["app database"] = _dump(secret_stack["url"])
     assert "position:updated" in produced["app database"]  # the scan sees real content
     assert "not authorized" in produced["answers"]
     for name, text in produced.items():
-        for secret in (SECRET, KEY_ID, token):
+        for secret in (SECRET, KEY_ID, token, DB_PASSWORD):
             assert secret not in text, f"a secret appears in {name}"
     print(
         f"\n[secrets] db={secret_stack['db']} scanned {len(produced)} sources "
         f"({sum(len(t) for t in produced.values()):,} characters: answers, run parameters and "
-        f"states, logs, artifacts, events, process logs, every table) for 3 secrets: found 0"
+        f"states, logs, artifacts, events, process logs, every table) for 4 secrets: found 0"
     )
+
+
+# Small pages: the scan must page through everything, and the paging is exercised.
+PAGE = 3
+
+
+def _all_pages(read: Callable[[int], list[Any]]) -> tuple[list[Any], int]:
+    """Every record `read(offset)` yields, page by page, and how many pages it took."""
+    records: list[Any] = []
+    pages = 0
+    while True:
+        page = read(len(records))
+        pages += 1
+        records += page
+        if len(page) < PAGE:
+            return records, pages
 
 
 def _prefect_records() -> dict[str, str]:
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs()
-        assert len(runs) >= 2
-        logs = client.read_logs()
-        artifacts = client.read_artifacts()
-        events = client.read_events(filter=EventFilter(), limit=50)
+        runs, _ = _all_pages(lambda at: client.read_flow_runs(limit=PAGE, offset=at))
+        assert len(runs) == client.count_flow_runs() >= 2
+        logs, log_pages = _all_pages(lambda at: client.read_logs(limit=PAGE, offset=at))
+        assert len({log.id for log in logs}) == len(logs) and log_pages > 1
+        artifacts, _ = _all_pages(lambda at: client.read_artifacts(limit=PAGE, offset=at))
+        # The successful run made its reconcile-changes table.
+        assert any(a.key == "reconcile-changes" for a in artifacts), artifacts
+        window = EventFilter(occurred=EventOccurredFilter(until=datetime.now(UTC)))
+        page = client.read_events(filter=window, limit=PAGE)
+        events, total, event_pages = list(page.events), page.total, 1
+        while page.next_page is not None:
+            page = client.read_events_page(str(page.next_page))
+            events += page.events
+            event_pages += 1
+        assert len(events) == total and event_pages > 1, (len(events), total)
+    print(
+        f"\n[secrets] scanned {len(runs)} flow runs, {len(logs)} logs ({log_pages} pages), "
+        f"{len(artifacts)} artifacts, {len(events)} of {total} events ({event_pages} pages)"
+    )
     return {
         "flow run parameters and states": json.dumps(
             [[r.parameters, r.state.message if r.state else None] for r in runs]
         ),
         "flow run logs": "\n".join(log.message for log in logs),
         "artifacts": json.dumps([[a.data, a.description] for a in artifacts], default=str),
-        "events": json.dumps([e.model_dump(mode="json") for e in events.events]),
+        "events": json.dumps([e.model_dump(mode="json") for e in events]),
     }
+
+
+def _logs_of(flow_run_id: str) -> list[Any]:
+    with get_client(sync_client=True) as client:
+        flt = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(flow_run_id)]))
+        return client.read_logs(log_filter=flt)
 
 
 def _files(root: Path) -> dict[str, str]:

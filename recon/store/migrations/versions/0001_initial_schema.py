@@ -1,22 +1,13 @@
-"""initial schema
-
-Revision ID: 0001
-Revises:
-Create Date: 2026-11-24
-"""
-
-from __future__ import annotations
+"""initial schema"""
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
 
+from recon.store.migrations.columns import big_id, big_ref, document
 from recon.store.types import ExactDecimal, UTCDateTime
 
 revision = "0001"
 down_revision = None
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
@@ -31,12 +22,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "sync_runs",
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
+        big_id(),
         sa.Column("flow_run_id", sa.String(length=64), nullable=True),
         sa.Column("account_id", sa.String(length=64), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
@@ -48,11 +34,7 @@ def upgrade() -> None:
         sa.Column("unchanged_count", sa.Integer(), nullable=False),
         sa.Column("error_count", sa.Integer(), nullable=False),
         sa.Column("market_open", sa.Boolean(), nullable=True),
-        sa.Column(
-            "result",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=True,
-        ),
+        document("result", nullable=True),
         sa.Column("reason", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
     )
@@ -62,23 +44,12 @@ def upgrade() -> None:
 
     op.create_table(
         "position_events",
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
+        big_id(),
         sa.Column("type", sa.String(length=32), nullable=False),
         sa.Column("account_id", sa.String(length=64), nullable=True),
-        sa.Column(
-            "sync_run_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
-        ),
+        big_ref("sync_run_id", nullable=True),
         sa.Column("flow_run_id", sa.String(length=64), nullable=True),
-        sa.Column(
-            "payload",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=False,
-        ),
+        document("payload", nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["sync_run_id"],
@@ -115,9 +86,7 @@ def upgrade() -> None:
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.Column("refreshed_at", UTCDateTime(), nullable=False),
-        sa.Column(
-            "sync_run_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
-        ),
+        big_ref("sync_run_id", nullable=True),
         sa.ForeignKeyConstraint(
             ["sync_run_id"],
             ["sync_runs.id"],
@@ -129,22 +98,13 @@ def upgrade() -> None:
 
     op.create_table(
         "position_changes",
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
-        sa.Column("event_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        big_id(),
+        big_ref("event_id", nullable=False),
         sa.Column("account_id", sa.String(length=64), nullable=False),
         sa.Column("asset_id", sa.String(length=64), nullable=False),
         sa.Column("symbol", sa.String(length=64), nullable=False),
         sa.Column("change", sa.String(length=16), nullable=False),
-        sa.Column(
-            "fields",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=False,
-        ),
+        document("fields", nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["event_id"],

@@ -4,21 +4,13 @@ A run's event payload carries every change (≈ 390 KB of JSON for 1,200 changes
 compresses it on write; lz4 does that several times faster than the default pglz, at a
 similar ratio for this repetitive JSON. Only servers built with lz4 offer it; the others
 keep pglz. SQLite has no such setting. Existing values keep their compression.
-
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-11-25
 """
-
-from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0003"
 down_revision = "0002"
-branch_labels = None
-depends_on = None
 
 _DOCUMENTS = (("position_events", "payload"), ("sync_runs", "result"))
 

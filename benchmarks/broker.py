@@ -1,0 +1,195 @@
+"""Figure 8: a full Broker API pass over many accounts at the rate limit, on 1, 2 and 4 workers.
+
+The simulator's Broker API with N generated accounts (≈ 10 positions each), limited to
+6,000 requests a minute, and `RECON_BROKER_RATE_LIMIT` the same; each configuration on a
+new Prefect server, a new app database (so every pass is a first load: every account's
+positions created), `recon serve` and, with K > 1, `RECON_SHARDS=K` and K process workers
+(`benchmarks/broker_procs.py`). Measured per pass:
+
+- **wall**: the parent run's start → Completed, as Prefect recorded it;
+- **floor**: the `/v1` requests the pass made (counted at the simulator, 429s excluded) ÷
+  the limit: no client can finish sooner;
+- **429s**: the simulator's answers over its limit; failed accounts (and why) from `sync_runs`;
+- **DB**: per account, its last request's arrival at the simulator → its `sync_runs` row's
+  commit (`finished_at`): parse, checks, lock, book read, diff, write; summed, and as a
+  share of the pass's thread time (wall * processes * `RECON_BROKER_PARALLELISM`);
+- **peak RSS** of each flow-run process (VmHWM polled from /proc): of the shards' processes
+  on the workers, and of the parent's on the runner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prefect.client.orchestration import SyncPrefectClient
+from sqlalchemy import select
+
+from benchmarks.broker_procs import Peaks, pass_stack
+from benchmarks.common import Database, database, median
+from recon.store.database import session_factory
+from recon.store.models import SyncRun
+from simulator.faults import RequestLog
+from simulator.server import SimulatorConfig, SimulatorServer
+from tests.support.env import stack_env
+from tests.support.wait import wait_until
+
+log = logging.getLogger("benchmarks")
+PER_MINUTE = 6_000
+SIZES = [1_000, 10_000]
+QUICK_SIZES = [100]
+WORKERS = [1, 2, 4]
+QUICK_WORKERS = [1, 2]
+PARALLELISM = 4  # RECON_BROKER_PARALLELISM, its default: threads per flow-run process
+ACCOUNT_IN_PATH = re.compile(r"^/v1/trading/accounts/([^/]+)/")
+
+
+def bench_broker(dialect: str, args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for n in args.broker_accounts:
+        config = SimulatorConfig(seed=53, accounts=n, broker_rate_limit=PER_MINUTE)
+        with SimulatorServer(config) as served:
+            # Our own simulator, in this process: a request log long enough for a pass.
+            served.app.simulator.log = RequestLog(limit=4 * n + 1_000)
+            for workers in args.broker_workers:
+                try:
+                    row = _pass(n, workers, served, dialect, root, args)
+                finally:  # the processes' logs, kept beside the JSON
+                    home = root / f"broker-{dialect}-{n}-{workers}"
+                    for found in home.glob("*.log"):
+                        target = args.out.parent / f"broker-{n}-{workers}-{found.name}"
+                        shutil.copy(found, target)
+                log.info(
+                    "broker n=%d workers=%d: %.1f s (floor %.1f s), %d 429s",
+                    n,
+                    workers,
+                    row["wall_s"],
+                    row["floor_s"],
+                    row["throttled"],
+                )
+                rows.append(row)
+    return rows
+
+
+def _settings(served: SimulatorServer, workers: int) -> dict[str, str]:
+    return {
+        "RECON_SOURCE": "broker",
+        "ALPACA_BROKER_BASE_URL": served.base_url,
+        "ALPACA_BROKER_API_KEY": served.config.api_key,
+        "ALPACA_BROKER_SECRET_KEY": served.config.secret_key,
+        "RECON_BROKER_RATE_LIMIT": str(PER_MINUTE),
+        "RECON_SHARDS": str(workers),
+        "RECON_BROKER_PARALLELISM": str(PARALLELISM),
+        "RECON_FETCH_RETRIES": "2",
+        # A first load creates every position: no removals, but no cap in the way either.
+        "RECON_MAX_REMOVALS": "1000000",
+    }
+
+
+def _pass(
+    n: int,
+    workers: int,
+    served: SimulatorServer,
+    dialect: str,
+    root: Path,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    home = root / f"broker-{dialect}-{n}-{workers}"
+    home.mkdir()
+    sim = served.app.simulator
+    with database(dialect, root, f"broker{n}x{workers}") as db:
+        env = stack_env(home, "", served, db.url) | _settings(served, workers)
+        with pass_stack(home, env, workers, args.broker_prefect_db) as stack:
+            watched = [w.pid for w in stack.workers] or [stack.runner.pid]
+            peaks = Peaks([*watched, stack.runner.pid])
+            peaks.start()
+            seq0 = max((e["seq"] for e in sim.log.entries()), default=0)
+            throttled0 = sim.rate_limit.throttled
+            try:
+                with stack.client() as client:
+                    run = client.create_flow_run_from_deployment(stack.deployment_id)  # type: ignore[arg-type]
+                final = wait_until(
+                    lambda: _final(stack.client(), str(run.id)), 1_800, "the pass", 1.0
+                )
+            finally:
+                peaks.stop()
+        entries = [e for e in sim.log.entries() if e["seq"] > seq0]
+        row = _measure(n, workers, db, final, entries, sim.rate_limit.throttled - throttled0)
+    shard_peaks = [mb for pid in watched for mb in peaks.flow_runs(pid)] if workers > 1 else []
+    parent_peaks = peaks.flow_runs(stack.runner.pid)
+    return row | {
+        "dialect": dialect,
+        "prefect_db": args.broker_prefect_db,
+        "worker_peak_rss_mb": max(shard_peaks or parent_peaks, default=None),
+        "shard_peaks_mb": shard_peaks,
+        # Workers that ran at least one shard (each runs one at a time: `--limit 1`).
+        "workers_used": sum(1 for pid in watched if peaks.flow_runs(pid)) if workers > 1 else 1,
+        "parent_peak_rss_mb": max(parent_peaks, default=None),
+    }
+
+
+def _final(client: SyncPrefectClient, run_id: str) -> Any:
+    with client:
+        run = client.read_flow_run(run_id)  # type: ignore[arg-type]
+    return run if run.state is not None and run.state.is_final() else None
+
+
+def _measure(
+    n: int,
+    workers: int,
+    db: Database,
+    run: Any,
+    entries: list[dict[str, Any]],
+    throttled: int,
+) -> dict[str, Any]:
+    v1 = [e for e in entries if e["path"].startswith("/v1/")]
+    admitted = [e for e in v1 if e["status"] != 429]
+    last_request: dict[str, datetime] = {}
+    for entry in admitted:
+        found = ACCOUNT_IN_PATH.match(entry["path"])
+        if found:
+            at = datetime.fromisoformat(entry["time"])
+            last_request[found[1]] = max(last_request.get(found[1], at), at)
+    with session_factory(db.url)() as session:
+        query = select(SyncRun).where(SyncRun.flow_run_id == str(run.id))
+        rows = list(session.scalars(query))
+    applied = [r for r in rows if r.status == "completed" and r.account_id]
+    failed = [r for r in rows if r.status != "completed" and r.account_id]
+    db_seconds = [
+        (_utc(r.finished_at) - last_request[r.account_id]).total_seconds()
+        for r in applied
+        if r.account_id in last_request
+    ]
+    wall = (run.end_time - run.start_time).total_seconds() if run.end_time else None
+    floor = len(admitted) / (PER_MINUTE / 60)
+    threads = max(1, workers) * PARALLELISM
+    positions = sum(r.created_count + r.updated_count + r.unchanged_count for r in applied)
+    return {
+        "figure": "broker",
+        "accounts": n,
+        "workers": workers,
+        "state": run.state.name if run.state else None,
+        "positions_per_account": positions / len(applied) if applied else None,
+        "requests": len(admitted),
+        "floor_s": floor,
+        "wall_s": wall,
+        "wall_over_floor": wall / floor if wall and floor else None,
+        "throttled": throttled,
+        "applied": len(applied),
+        "failed": len(failed),
+        "failed_429": sum("429" in (r.reason or "") or "rate" in (r.reason or "") for r in failed),
+        "failed_reasons": sorted({(r.reason or "")[:200] for r in failed})[:5],
+        "db_sum_s": sum(db_seconds),
+        "db_median_ms": (median(db_seconds) or 0) * 1000,
+        "db_share": sum(db_seconds) / (wall * threads) if wall else None,
+        "parallelism": PARALLELISM,
+    }
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

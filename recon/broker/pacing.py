@@ -1,0 +1,101 @@
+"""Pacing Broker API requests: one Prefect global rate limit for every process, and 429s
+waited out until the broker's `X-RateLimit-Reset` instead of a blind backoff."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from recon.settings import Settings
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.responses import GlobalConcurrencyLimitResponse
+
+# Prefect is imported where it is used: the trading adapter (and every process that loads
+# it) needs only `reset_delay` and `Pacer.wait_out`.
+
+# The global concurrency limit (with slot decay) every Broker API request passes.
+RATE_LIMIT_NAME = "recon-broker-api"
+
+
+def rate_limit_shape(per_minute: int) -> tuple[int, float]:
+    """The limit's slots and decay: a burst of one second's worth, then `per_minute` a minute."""
+    return max(1, math.ceil(per_minute / 60)), per_minute / 60.0
+
+
+async def ensure_rate_limit(settings: Settings) -> GlobalConcurrencyLimitResponse:
+    """Create the limit, or bring its numbers in line with RECON_BROKER_RATE_LIMIT."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import (
+        GlobalConcurrencyLimitCreate,
+        GlobalConcurrencyLimitUpdate,
+    )
+    from prefect.exceptions import ObjectNotFound
+
+    slots, decay = rate_limit_shape(settings.broker_rate_limit)
+    async with get_client() as client:
+        try:
+            found = await client.read_global_concurrency_limit_by_name(RATE_LIMIT_NAME)
+        except ObjectNotFound:
+            await client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(
+                    name=RATE_LIMIT_NAME, limit=slots, slot_decay_per_second=decay
+                )
+            )
+        else:
+            if found.limit != slots or found.slot_decay_per_second != decay or not found.active:
+                await client.update_global_concurrency_limit(
+                    RATE_LIMIT_NAME,
+                    GlobalConcurrencyLimitUpdate(
+                        limit=slots, slot_decay_per_second=decay, active=True
+                    ),
+                )
+        return await client.read_global_concurrency_limit_by_name(RATE_LIMIT_NAME)
+
+
+def reset_delay(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds until `X-RateLimit-Reset` (epoch seconds), or None without a usable one."""
+    raw = headers.get("X-RateLimit-Reset") or headers.get("x-ratelimit-reset")
+    try:
+        reset = float(raw) if raw is not None else None
+    except ValueError:
+        return None
+    if reset is None or not math.isfinite(reset):
+        return None
+    return max(0.0, reset - (time.time() if now is None else now))
+
+
+class Pacer:
+    """What every request of an adapter goes through."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        limit_name: str | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._limit_name = limit_name
+        self._max_wait = settings.rate_limit_max_wait_seconds
+        self.max_waits = settings.rate_limit_max_waits
+        self._sleep = sleep
+        self.waited = 0  # 429s waited out, for the logs
+
+    def admit(self) -> None:
+        """Block until the global rate limit has room (a no-op without one)."""
+        if self._limit_name is not None:
+            from prefect.concurrency.sync import rate_limit
+
+            rate_limit(self._limit_name, occupy=1, strict=True)
+
+    def wait_out(self, delay: float | None) -> bool:
+        """After a 429: sleep until its reset (a little past it); False if it named none, or
+        one further away than RECON_RATE_LIMIT_MAX_WAIT_SECONDS."""
+        if delay is None or delay > self._max_wait:
+            return False
+        # Reset is whole seconds: the limit opens within the second it names.
+        self._sleep(delay + 0.05)
+        self.waited += 1
+        return True

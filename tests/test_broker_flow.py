@@ -1,0 +1,193 @@
+"""The Broker API mode of the flow: every account its own unit, on a real Prefect API, against
+the simulator's `/v1` over HTTP, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.settings import PREFECT_API_URL
+from sqlalchemy import select
+
+from flows.reconcile import reconcile_positions
+from recon.broker.pacing import RATE_LIMIT_NAME, rate_limit_shape
+from recon.store.database import session_factory
+from recon.store.journal import POSITION_UPDATED, SYSTEM_ERROR, read_events
+from recon.store.models import Position, SyncRun
+from simulator.server import SimulatorConfig, SimulatorServer
+from tests.sim import Sim
+from tests.support.env import scrubbed_env
+from tests.support.process import run_module
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+ACCOUNTS = 4
+
+
+@pytest.fixture(scope="module")
+def broker_server() -> Iterator[SimulatorServer]:
+    with SimulatorServer(SimulatorConfig(seed=23, accounts=ACCOUNTS)) as server:
+        yield server
+
+
+@pytest.fixture
+def broker_mode(env: pytest.MonkeyPatch, bsim: Sim, database_url: str) -> str:
+    env.setenv("RECON_SOURCE", "broker")
+    env.setenv("ALPACA_BROKER_BASE_URL", bsim.base_url)
+    env.setenv("ALPACA_BROKER_API_KEY", bsim.api_key)
+    env.setenv("ALPACA_BROKER_SECRET_KEY", bsim.secret_key)
+    env.setenv("RECON_DATABASE_URL", database_url)
+    env.setenv("RECON_FETCH_RETRIES", "1")
+    env.setenv("RECON_FETCH_BACKOFF_SECONDS", "0.05")
+    env.setenv("RECON_HTTP_TIMEOUT_SECONDS", "5")
+    env.setenv("RECON_BROKER_RATE_LIMIT", "6000")
+    return database_url
+
+
+def run() -> Any:
+    return reconcile_positions(return_state=True)
+
+
+def books(url: str) -> dict[str, dict[str, str]]:
+    """account -> asset -> qty, as stored."""
+    out: dict[str, dict[str, str]] = {}
+    with session_factory(url)() as session:
+        for p in session.scalars(select(Position)):
+            out.setdefault(p.account_id, {})[p.asset_id] = format(p.qty, "f")
+    return out
+
+
+def live(sim: Sim, account_id: str) -> dict[str, str]:
+    positions = sim.v1(f"/v1/trading/accounts/{account_id}/positions")
+    return {p["asset_id"]: p["qty"] for p in positions}
+
+
+def journal(url: str) -> list[Any]:
+    with session_factory(url)() as session:
+        return read_events(session, 0, 10_000)
+
+
+def test_every_account_is_reconciled_as_its_own_unit(broker_mode: str, bsim: Sim) -> None:
+    state = run()
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert result["accounts"] == {"total": 4, "applied": 4, "failed": 0, "failedAccounts": []}
+    ids = bsim.account_ids()
+    stored = books(broker_mode)
+    assert set(stored) == set(ids)
+    for account_id in ids:
+        assert stored[account_id] == live(bsim, account_id)
+    updates = [e for e in journal(broker_mode) if e.type == POSITION_UPDATED]
+    assert sorted(e.payload["accountId"] for e in updates) == sorted(ids)
+    assert all(e.account_id == e.payload["accountId"] for e in updates)
+    # One run row per account, each with the flow run's id.
+    with session_factory(broker_mode)() as session:
+        rows = list(session.scalars(select(SyncRun)))
+    assert sorted(r.account_id for r in rows) == sorted(ids)
+    assert {r.flow_run_id for r in rows} == {result["flowRunId"]}
+
+
+def test_a_failing_account_and_a_refused_snapshot_fail_alone(broker_mode: str, bsim: Sim) -> None:
+    assert run().is_completed()
+    before = books(broker_mode)
+    failing, refused, *others = bsim.account_ids()
+    bsim.v1_step(3)  # every book moves
+    bsim.account_fault(failing, "fail", status=403)
+    bsim.account_fault(refused, "tieout")
+    state = run()
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert result["accounts"]["total"] == 4
+    assert result["accounts"]["applied"] == 2
+    failed = {f["accountId"]: f["error"] for f in result["accounts"]["failedAccounts"]}
+    assert set(failed) == {failing, refused}
+    assert "HTTP 403" in failed[failing]
+    assert "but the account reports" in failed[refused]  # the tie-out refused it
+    after = books(broker_mode)
+    # The failed accounts untouched, the others applied.
+    assert after[failing] == before[failing]
+    assert after[refused] == before[refused]
+    for account_id in others:
+        assert after[account_id] == live(bsim, account_id)
+    errors = [e for e in journal(broker_mode) if e.type == SYSTEM_ERROR]
+    assert sorted(e.payload["accountId"] for e in errors) == sorted([failing, refused])
+    assert all(e.account_id == e.payload["accountId"] for e in errors)
+    assert all(e.payload["flowRunId"] == result["flowRunId"] for e in errors)
+
+
+def test_the_run_fails_only_when_every_account_failed(broker_mode: str, bsim: Sim) -> None:
+    for account_id in bsim.account_ids():
+        bsim.account_fault(account_id, "fail", status=403)
+    state = run()
+    assert state.is_failed()
+    assert "every account failed" in (state.message or "")
+    errors = [e for e in journal(broker_mode) if e.type == SYSTEM_ERROR]
+    per_account = [e for e in errors if "accountId" in e.payload]
+    assert len(per_account) == ACCOUNTS
+    # And the run's own failure, once, without an account.
+    assert len([e for e in errors if "accountId" not in e.payload]) == 1
+
+
+def test_a_chosen_list_of_accounts(broker_mode: str, bsim: Sim, env: pytest.MonkeyPatch) -> None:
+    chosen = bsim.account_ids()[1:3]
+    env.setenv("RECON_ACCOUNT_IDS", ",".join(chosen))
+    bsim.reset_log()
+    assert run().is_completed()
+    assert sorted(books(broker_mode)) == sorted(chosen)
+    assert not bsim.requests("/v1/accounts")  # not listed: the ids were given
+
+
+def _per_second(log: list[dict[str, Any]]) -> Counter[int]:
+    return Counter(int(datetime.fromisoformat(r["time"]).timestamp()) for r in log)
+
+
+def test_the_global_rate_limit_is_never_exceeded(
+    broker_mode: str, bsim: Sim, env: pytest.MonkeyPatch
+) -> None:
+    env.setenv("RECON_BROKER_RATE_LIMIT", "240")  # 4 a second, a burst of 4
+    bsim.broker_rate_limit(240)
+    bsim.reset_log()
+    state = run()
+    assert state.is_completed(), state.message
+    assert state.result()["accounts"]["applied"] == ACCOUNTS
+    log = [r for r in bsim.requests() if r["path"].startswith("/v1/")]
+    assert len(log) >= 2 * ACCOUNTS + 2
+    slots, _ = rate_limit_shape(240)
+    # In any one second: the burst plus one second's decay (4 + 4), never more.
+    assert max(_per_second(log).values()) <= slots + 4
+    assert bsim.broker_state()["throttled"] == 0
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(RATE_LIMIT_NAME)
+    assert (limit.limit, limit.slot_decay_per_second) == (4, 4.0)
+
+
+def test_429s_are_ridden_out(broker_mode: str, bsim: Sim) -> None:
+    bsim.broker_rate_limit(120, burst=1)  # the broker allows less than we allow ourselves
+    state = run()
+    assert state.is_completed(), state.message
+    assert state.result()["accounts"]["applied"] == ACCOUNTS
+    assert bsim.broker_state()["throttled"] > 0
+    assert all(r["status"] in (200, 429) for r in bsim.requests())
+
+
+def test_recon_sync_prints_the_accounts(broker_mode: str, bsim: Sim, tmp_path: Path) -> None:
+    env = scrubbed_env() | {
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "RECON_SOURCE": "broker",
+        "ALPACA_BROKER_BASE_URL": bsim.base_url,
+        "ALPACA_BROKER_API_KEY": bsim.api_key,
+        "ALPACA_BROKER_SECRET_KEY": bsim.secret_key,
+        "RECON_DATABASE_URL": broker_mode,
+    }
+    done = run_module("cli", "sync", "--json", env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["accounts"]["applied"] == ACCOUNTS
+    again = run_module("cli", "sync", env=env, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert f"Reconciled {ACCOUNTS} accounts: {ACCOUNTS} applied, 0 failed" in again.stdout
+    assert bsim.secret_key not in done.stdout + done.stderr + again.stdout + again.stderr
