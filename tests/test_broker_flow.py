@@ -191,3 +191,32 @@ def test_recon_sync_prints_the_accounts(broker_mode: str, bsim: Sim, tmp_path: P
     assert again.returncode == 0, again.stderr
     assert f"Reconciled {ACCOUNTS} accounts: {ACCOUNTS} applied, 0 failed" in again.stdout
     assert bsim.secret_key not in done.stdout + done.stderr + again.stdout + again.stderr
+
+
+def test_an_accounts_two_requests_take_their_slots_in_one_trip() -> None:
+    """`Pacer.reserve(2)` takes both slots from the Prefect limit at once; the two `admit`s
+    after it spend them without asking the server; the next one asks again."""
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    from recon.broker.pacing import Pacer
+    from recon.settings import Settings
+
+    name = "test-reserve"
+    with get_client(sync_client=True) as client:
+        # Slots that decay far slower than the test runs: what is taken stays visible.
+        client.create_global_concurrency_limit(
+            GlobalConcurrencyLimitCreate(name=name, limit=10, slot_decay_per_second=0.001)
+        )
+
+        def taken() -> int:
+            return client.read_global_concurrency_limit_by_name(name).active_slots
+
+        pacer = Pacer(Settings(), limit_name=name)
+        pacer.reserve(2)
+        assert taken() == 2
+        pacer.admit()
+        pacer.admit()
+        assert taken() == 2
+        pacer.admit()
+        assert taken() == 3
+        client.delete_global_concurrency_limit_by_name(name)

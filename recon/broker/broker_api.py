@@ -107,6 +107,7 @@ class AccountBroker:
 
     def fetch_snapshot(self) -> RawSnapshot:
         client, account_id = self._api.client, self.account_id
+        self._api.pacer.reserve(2)  # the two requests below, sent one after the other
         try:
             positions = self._api.call(
                 "positions", lambda: client.get_all_positions_for_account(account_id)

@@ -4,6 +4,7 @@ waited out until the broker's `X-RateLimit-Reset` instead of a blind backoff."""
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
@@ -78,17 +79,44 @@ class Pacer:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._limit_name = limit_name
+        # Never ask for more at once than the limit holds: such a request waits forever.
+        self._most = rate_limit_shape(settings.broker_rate_limit)[0]
         self._max_wait = settings.rate_limit_max_wait_seconds
         self.max_waits = settings.rate_limit_max_waits
         self._sleep = sleep
         self.waited = 0  # 429s waited out, for the logs
+        # Slots taken ahead by `reserve` and not yet spent by `admit`.
+        self._banked = 0
+        self._lock = threading.Lock()
+
+    def reserve(self, requests: int) -> None:
+        """Take the slots of `requests` requests about to be sent back to back in one trip
+        to the Prefect server instead of one each (an account's positions and summary):
+        every trip is a server write, and they are what a pass of many accounts waits on.
+        Only for requests sent at once, so the limit's window still bounds their arrivals."""
+        slots = min(requests, self._most)
+        if self._limit_name is None or slots < 1:
+            return
+        self._acquire(slots)
+        with self._lock:
+            self._banked += slots
 
     def admit(self) -> None:
-        """Block until the global rate limit has room (a no-op without one)."""
-        if self._limit_name is not None:
-            from prefect.concurrency.sync import rate_limit
+        """Block until the global rate limit has room (a no-op without one); a slot taken
+        by `reserve` is spent first."""
+        if self._limit_name is None:
+            return
+        with self._lock:
+            if self._banked:
+                self._banked -= 1
+                return
+        self._acquire(1)
 
-            rate_limit(self._limit_name, occupy=1, strict=True)
+    def _acquire(self, slots: int) -> None:
+        from prefect.concurrency.sync import rate_limit
+
+        assert self._limit_name is not None
+        rate_limit(self._limit_name, occupy=slots, strict=True)
 
     def wait_out(self, delay: float | None) -> bool:
         """After a 429: sleep until its reset (a little past it); False if it named none, or
