@@ -20,6 +20,12 @@ from typing import Any
 import httpx
 from httpx_sse import connect_sse
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterDeploymentId,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
 from prefect.client.schemas.objects import StateType
 from prefect.states import Crashed, Scheduled
 
@@ -230,6 +236,31 @@ def test_crashed_runs_reach_the_stream_as_system_error(stack: Stack, sim: Sim) -
 def _recon(stack: Stack, *args: str, token: str = "admin") -> subprocess.CompletedProcess[str]:
     env = scrubbed_env() | {"RECON_API_URL": stack.base, "RECON_API_TOKEN": stack.tokens[token]}
     return run_module("cli", *args, env=env)
+
+
+def test_status_counts_are_prefects_counts(stack: Stack) -> None:
+    """The three counts come from one run-history query: they equal Prefect's own count of
+    the deployment's runs in each state (after this module's completed, failed, crashed and
+    skipped runs)."""
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(FULL_NAME)
+
+        def prefects(*types: StateType) -> int:
+            return client.count_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    deployment_id=FlowRunFilterDeploymentId(any_=[deployment.id]),
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(types))),
+                )
+            )
+
+        expected = {
+            "successfulRuns": prefects(StateType.COMPLETED),
+            "failedRuns": prefects(StateType.FAILED, StateType.CRASHED),
+            "skippedRuns": prefects(StateType.CANCELLED),
+        }
+    now = stack.status()
+    assert {k: now[k] for k in expected} == expected
+    assert now["totalRuns"] == expected["successfulRuns"] + expected["failedRuns"]
 
 
 def test_operator_cli_talks_to_the_sidecar(stack: Stack, sim: Sim) -> None:
