@@ -155,20 +155,30 @@ def _map_accounts(
     sessions = session_factory(settings.resolved_database_url)
     outcomes: list[AccountOutcome] = []
     pool: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(settings.broker_parallelism)
+    task = reconcile_account.with_options(retries=retries, retry_delay_seconds=delays)
     with pool as runner:
-        futures = runner.map(
-            reconcile_account.with_options(retries=retries, retry_delay_seconds=delays),
-            {
-                "account_id": ids,
-                "clock": unmapped(clock),
-                "allow_mass_removal": unmapped(allow_mass_removal),
-                "started_at": unmapped(started_at),
-                "flow_run_id": unmapped(flow_run_id),
-                "trigger": unmapped(trigger),
-            },
-        )
-        for account_id, future in zip(ids, futures, strict=True):
-            outcomes.append(_settle(account_id, future, sessions, flow_run_id, started_at))
+        # Mapped a window at a time: a settled window's futures (each holding its task
+        # run's state and result) are dropped before the next is mapped, so memory stays
+        # flat in the number of accounts instead of growing with every future kept.
+        # RECON_BROKER_MAP_WINDOW is many times the threads, so a window's slowest account
+        # rarely leaves them idle.
+        step = settings.broker_map_window
+        for start in range(0, len(ids), step):
+            window = ids[start : start + step]
+            futures = runner.map(
+                task,
+                {
+                    "account_id": window,
+                    "clock": unmapped(clock),
+                    "allow_mass_removal": unmapped(allow_mass_removal),
+                    "started_at": unmapped(started_at),
+                    "flow_run_id": unmapped(flow_run_id),
+                    "trigger": unmapped(trigger),
+                },
+            )
+            for account_id, future in zip(window, futures, strict=True):
+                outcomes.append(_settle(account_id, future, sessions, flow_run_id, started_at))
+            del futures
     return outcomes
 
 

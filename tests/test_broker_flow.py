@@ -220,3 +220,16 @@ def test_an_accounts_two_requests_take_their_slots_in_one_trip() -> None:
         pacer.admit()
         assert taken() == 3
         client.delete_global_concurrency_limit_by_name(name)
+
+
+def test_accounts_mapped_a_window_at_a_time_are_all_reconciled(
+    broker_mode: str, bsim: Sim, env: pytest.MonkeyPatch
+) -> None:
+    """With a window smaller than the accounts (3 of 4: two windows), every account is
+    reconciled once and the outcomes stay in the listing's order."""
+    env.setenv("RECON_BROKER_MAP_WINDOW", "3")
+    state = run()
+    assert state.is_completed(), state.message
+    outcomes = state.result()["outcomes"]
+    assert [o["accountId"] for o in outcomes] == bsim.account_ids()
+    assert all(o["status"] == "applied" for o in outcomes), outcomes
