@@ -4,6 +4,7 @@ the simulator's `/v1` over HTTP, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
@@ -12,11 +13,14 @@ from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.settings import PREFECT_API_URL
 from sqlalchemy import select
 
 from flows.reconcile import reconcile_positions
-from recon.broker.pacing import RATE_LIMIT_NAME, rate_limit_shape
+from recon.broker.pacing import RATE_LIMIT_NAME, Pacer, rate_limit_shape
+from recon.broker.slots import SlotQueue
+from recon.settings import Settings
 from recon.store.database import session_factory
 from recon.store.journal import POSITION_UPDATED, SYSTEM_ERROR, read_events
 from recon.store.models import Position, SyncRun
@@ -196,11 +200,6 @@ def test_recon_sync_prints_the_accounts(broker_mode: str, bsim: Sim, tmp_path: P
 def test_an_accounts_two_requests_take_their_slots_in_one_trip() -> None:
     """`Pacer.reserve(2)` takes both slots from the Prefect limit at once; the two `admit`s
     after it spend them without asking the server; the next one asks again."""
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-
-    from recon.broker.pacing import Pacer
-    from recon.settings import Settings
-
     name = "test-reserve"
     with get_client(sync_client=True) as client:
         # Slots that decay far slower than the test runs: what is taken stays visible.
@@ -233,3 +232,52 @@ def test_accounts_mapped_a_window_at_a_time_are_all_reconciled(
     outcomes = state.result()["outcomes"]
     assert [o["accountId"] for o in outcomes] == bsim.account_ids()
     assert all(o["status"] == "applied" for o in outcomes), outcomes
+
+
+def test_threads_waiting_for_slots_share_one_trip() -> None:
+    """Six threads that each want a slot of an emptied limit (3 slots, 3 a second): the
+    ones that arrive while an acquisition waits are granted together by the next, so the
+    six take fewer than six acquisitions; and a limit that does not exist fails every
+    thread waiting on it, not only the one that asked the server."""
+    name = "test-shared-trips"
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(
+            GlobalConcurrencyLimitCreate(name=name, limit=3, slot_decay_per_second=3.0)
+        )
+    try:
+        queue = SlotQueue(name, 3)
+        queue.take(3)  # empty: every later slot waits for the decay
+        failures: list[BaseException] = []
+
+        def one() -> None:
+            try:
+                queue.take(1)
+            except BaseException as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=one) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not any(t.is_alive() for t in threads) and not failures, failures
+        assert 2 <= queue.trips - 1 < 6, queue.trips
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_global_concurrency_limit_by_name(name)
+
+    missing = SlotQueue("no-such-limit", 3)
+    errors: list[BaseException] = []
+
+    def fail() -> None:
+        try:
+            missing.take(1)
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fail) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(errors) == 3 and all("must be created" in str(e) for e in errors), errors

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
+from recon.broker.slots import slot_queue
 from recon.settings import Settings
 
 if TYPE_CHECKING:
@@ -90,14 +91,13 @@ class Pacer:
         self._lock = threading.Lock()
 
     def reserve(self, requests: int) -> None:
-        """Take the slots of `requests` requests about to be sent back to back in one trip
-        to the Prefect server instead of one each (an account's positions and summary):
-        every trip is a server write, and they are what a pass of many accounts waits on.
-        Only for requests sent at once, so the limit's window still bounds their arrivals."""
+        """Take the slots of `requests` requests about to be sent back to back (an
+        account's positions and summary) in one acquisition instead of one each. Only for
+        requests sent at once, so the limit's window still bounds their arrivals."""
         slots = min(requests, self._most)
         if self._limit_name is None or slots < 1:
             return
-        self._acquire(slots)
+        slot_queue(self._limit_name, self._most).take(slots)
         with self._lock:
             self._banked += slots
 
@@ -110,13 +110,7 @@ class Pacer:
             if self._banked:
                 self._banked -= 1
                 return
-        self._acquire(1)
-
-    def _acquire(self, slots: int) -> None:
-        from prefect.concurrency.sync import rate_limit
-
-        assert self._limit_name is not None
-        rate_limit(self._limit_name, occupy=slots, strict=True)
+        slot_queue(self._limit_name, self._most).take(1)
 
     def wait_out(self, delay: float | None) -> bool:
         """After a 429: sleep until its reset (a little past it); False if it named none, or
