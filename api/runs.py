@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -18,10 +17,9 @@ from prefect.client.schemas.filters import (
     Operator,
 )
 from prefect.client.schemas.objects import FlowRun, StateType
-from prefect.client.schemas.responses import DeploymentResponse, HistoryResponse
+from prefect.client.schemas.responses import DeploymentResponse
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
-from pydantic import TypeAdapter
 
 from recon.deployment import FULL_NAME
 from recon.errors import DeploymentNotFoundError
@@ -66,34 +64,8 @@ def runs_of(
     )
 
 
-# `count_by_state`'s one history bucket: wider than any run's expected start can be.
-_EVER = (datetime(2000, 1, 1, tzinfo=UTC), timedelta(days=3650))
-_HISTORY = TypeAdapter(list[HistoryResponse])
-
-
-async def count_by_state(prefect: PrefectClient, deployment_id: UUID) -> Counter[StateType]:
-    """The deployment's runs counted by state type, in one server query instead of one
-    count per type: Prefect's run history (`POST /flow_runs/history`) with a single bucket
-    spanning every expected start time. Each query is a turn of the Prefect server, which
-    answers them one at a time, so the status endpoint's time is their number."""
-    start, ahead = _EVER
-    end = datetime.now(UTC) + ahead
-    response = await prefect.request(
-        "POST",
-        "/flow_runs/history",
-        json={
-            "history_start": start.isoformat(),
-            "history_end": end.isoformat(),
-            "history_interval_seconds": (end - start).total_seconds(),
-            "flow_runs": runs_of(deployment_id).model_dump(mode="json", exclude_unset=True),
-        },
-    )
-    response.raise_for_status()
-    counts: Counter[StateType] = Counter()
-    for bucket in _HISTORY.validate_python(response.json()):
-        for state in bucket.states:
-            counts[StateType(state.state_type)] += state.count_runs
-    return counts
+async def count(prefect: PrefectClient, flt: FlowRunFilter) -> int:
+    return await prefect.count_flow_runs(flow_run_filter=flt)
 
 
 async def first(prefect: PrefectClient, flt: FlowRunFilter, sort: FlowRunSort) -> FlowRun | None:

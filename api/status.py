@@ -15,7 +15,7 @@ from prefect.client.schemas.responses import DeploymentResponse
 from prefect.client.schemas.sorting import FlowRunSort
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.runs import FAILED, FINISHED, active_and_next, count_by_state, first, runs_of, ui_url
+from api.runs import FAILED, FINISHED, active_and_next, count, first, runs_of, ui_url
 from api.schemas import JobState, JobStatus
 from recon.deployment import SCHEDULE_LABEL
 from recon.fills.status import read_status
@@ -34,18 +34,17 @@ async def job_status(
     deployment: DeploymentResponse,
 ) -> JobStatus:
     dep_id = deployment.id
-    # Every read at once: three Prefect queries and the stream's row; then one worker-thread
+    # Every read at once: four Prefect queries and the stream's row; then one worker-thread
     # trip for the last run's rows. (Before: six Prefect queries, then three trips.)
-    (by_state, (active, upcoming), last, stream) = await asyncio.gather(
-        count_by_state(prefect, dep_id),
+    (succeeded, failed, skipped, (active, upcoming), last, stream) = await asyncio.gather(
+        count(prefect, runs_of(dep_id, [StateType.COMPLETED])),
+        count(prefect, runs_of(dep_id, FAILED)),
+        count(prefect, runs_of(dep_id, [StateType.CANCELLED])),
         active_and_next(prefect, dep_id),
         first(prefect, runs_of(dep_id, FINISHED), FlowRunSort.END_TIME_DESC),
         # The fill listener's connection, from the database (every replica agrees).
         asyncio.to_thread(read_status, sessions),
     )
-    succeeded = by_state[StateType.COMPLETED]
-    failed = sum(by_state[t] for t in FAILED)
-    skipped = by_state[StateType.CANCELLED]
     sync_run, accounts = (
         await asyncio.to_thread(_last_rows, sessions, str(last.id), settings.source == "broker")
         if last
