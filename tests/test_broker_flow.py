@@ -255,12 +255,7 @@ def test_threads_waiting_for_slots_share_one_trip() -> None:
             except BaseException as exc:
                 failures.append(exc)
 
-        threads = [threading.Thread(target=one) for _ in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        assert not any(t.is_alive() for t in threads) and not failures, failures
+        assert _all_finished(one, 6) and not failures, failures
         assert 2 <= queue.trips - 1 < 6, queue.trips
     finally:
         with get_client(sync_client=True) as client:
@@ -275,9 +270,15 @@ def test_threads_waiting_for_slots_share_one_trip() -> None:
         except Exception as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=fail) for _ in range(3)]
+    assert _all_finished(fail, 3)
+    assert len(errors) == 3 and all("must be created" in str(e) for e in errors), errors
+
+
+def _all_finished(target: Any, n: int) -> bool:
+    """Run `target` on `n` threads at once; True if every one ended within 60 s."""
+    threads = [threading.Thread(target=target) for _ in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
-    assert len(errors) == 3 and all("must be created" in str(e) for e in errors), errors
+    return not any(t.is_alive() for t in threads)
