@@ -145,7 +145,7 @@ def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
     if not {"flow", "trigger", "fanout", "e2e", "fills", "status"} & set(args.only):
         return rows
     from benchmarks.flow import bench_flow
-    from benchmarks.stack import bench_stack, prefect_server
+    from benchmarks.stack import bench_served, prefect_server
 
     for i, backend in enumerate(args.prefect_databases):
         with prefect_server(root, backend) as server:
@@ -158,7 +158,7 @@ def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
             if i == 0 and {"trigger", "fanout"} & set(args.only):
                 for dialect in args.databases:
                     figures = "+".join(f for f in ("trigger", "fanout") if f in args.only)
-                    call = partial(bench_stack, server, dialect, args, root)
+                    call = partial(bench_served, server, dialect, args, root)
                     _guarded(rows, figures, dialect, call)
             if i == 0 and "e2e" in args.only:
                 from benchmarks.e2e import bench_e2e

@@ -20,17 +20,15 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 from prefect.client.orchestration import get_client
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from benchmarks import data
-from benchmarks.common import Database, database
+from benchmarks.common import Database
 from benchmarks.e2e_procs import Listener, Message, idle, last_json, run_process, trigger
 from benchmarks.e2e_split import split
-from benchmarks.stack import simulator_server
+from benchmarks.stack import bench_stack
 from recon.store.database import engine_for
 from tests.sim import Sim
 from tests.support.prefect import PrefectServer
-from tests.support.stack import served_stack
 from tests.support.wait import wait_until as wait_for
 
 log = logging.getLogger("benchmarks")
@@ -176,11 +174,9 @@ def bench_e2e(
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     home = root / f"e2e-{dialect}"
-    home.mkdir()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
-    keys = {"admin": ["admin:write", "admin:read"], "events": ["events:read"]}
     settings = {
         "RECON_FETCH_RETRIES": "0",
         "RECON_HTTP_TIMEOUT_SECONDS": "120",
@@ -188,20 +184,7 @@ def bench_e2e(
         # removals that an operator of a book this size raises.
         "RECON_MAX_REMOVALS": "1000000",
     }
-    with (
-        simulator_server() as served,
-        database(dialect, root, "e2e") as db,
-        temporary_settings({PREFECT_API_URL: server.api_url}),
-        served_stack(
-            home,
-            db=dialect,
-            url=db.url,
-            simulator=served,
-            prefect=server,
-            keys=keys,
-            settings=settings,
-        ) as stack,
-    ):
+    with bench_stack(server, dialect, root, "e2e", settings) as (served, db, stack):
         sim, base, env = Sim.of(served), stack.base, stack.env
         headers = {"Authorization": f"Bearer {stack.tokens['admin']}"}
         try:

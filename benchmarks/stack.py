@@ -23,13 +23,13 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlalchemy.engine import make_url
 
 from benchmarks import data
-from benchmarks.common import PG_ADMIN_URL, database, median, percentile
+from benchmarks.common import PG_ADMIN_URL, Database, database, median, percentile
 from benchmarks.e2e_procs import Listener
 from simulator.server import SimulatorConfig, SimulatorServer
 from tests.sim import Sim
 from tests.support.env import base_env
 from tests.support.prefect import PrefectServer
-from tests.support.stack import served_stack
+from tests.support.stack import Stack, served_stack
 from tests.support.wait import wait_until
 
 log = logging.getLogger("benchmarks")
@@ -188,18 +188,20 @@ def trigger_runs(base: str, tokens: dict[str, str], sim: Sim, runs: int) -> dict
     }
 
 
-def bench_stack(
-    server: PrefectServer, dialect: str, args: argparse.Namespace, root: Path
-) -> list[dict[str, Any]]:
-    from benchmarks.fanout import bench_fanout
+BENCH_KEYS = {"admin": ["admin:write", "admin:read"], "events": ["events:read"]}
 
-    rows: list[dict[str, Any]] = []
-    home = root / f"stack-{dialect}"
+
+@contextmanager
+def bench_stack(
+    server: PrefectServer, dialect: str, root: Path, name: str, settings: dict[str, str]
+) -> Iterator[tuple[SimulatorServer, Database, Stack]]:
+    """A simulator, an app database of `dialect` and the served stack on them (its files in
+    `root/name-dialect`), with an `admin` and an `events` key, against Prefect `server`."""
+    home = root / f"{name}-{dialect}"
     home.mkdir()
-    keys = {"admin": ["admin:write", "admin:read"], "events": ["events:read"]}
     with (
         simulator_server() as served,
-        database(dialect, root, "stack") as db,
+        database(dialect, root, name) as db,
         temporary_settings({PREFECT_API_URL: server.api_url}),
         served_stack(
             home,
@@ -207,14 +209,25 @@ def bench_stack(
             url=db.url,
             simulator=served,
             prefect=server,
-            keys=keys,
-            # The fan-out's clients all share one key: lift the per-key stream cap (500).
-            settings={
-                "RECON_STREAM_MAX_CONNECTIONS": "20000",
-                "RECON_STREAM_MAX_CONNECTIONS_PER_KEY": "20000",
-            },
+            keys=BENCH_KEYS,
+            settings=settings,
         ) as stack,
     ):
+        yield served, db, stack
+
+
+def bench_served(
+    server: PrefectServer, dialect: str, args: argparse.Namespace, root: Path
+) -> list[dict[str, Any]]:
+    from benchmarks.fanout import bench_fanout
+
+    rows: list[dict[str, Any]] = []
+    # The fan-out's clients all share one key: lift the per-key stream cap (500).
+    lifted = {
+        "RECON_STREAM_MAX_CONNECTIONS": "20000",
+        "RECON_STREAM_MAX_CONNECTIONS_PER_KEY": "20000",
+    }
+    with bench_stack(server, dialect, root, "stack", lifted) as (served, db, stack):
         sim = Sim.of(served)
         if "trigger" in args.only:
             result = trigger_runs(stack.base, stack.tokens, sim, args.trigger_runs)
