@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from alpaca.common.exceptions import APIError
+from alpaca.common.rest import RESTClient
 from alpaca.trading.client import TradingClient
 
 from recon.broker.pacing import Pacer, reset_delay
@@ -19,6 +20,7 @@ from recon.errors import (
 )
 from recon.settings import Settings
 
+_Client = TypeVar("_Client", bound=RESTClient)
 _TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
@@ -34,19 +36,32 @@ class TimeoutSession(requests.Session):
         return super().request(method, url, *args, **kwargs)
 
 
-class _BoundedTradingClient(TradingClient):
-    """`TradingClient` with a request timeout and without its own retry loop.
+def bounded(client: _Client, timeout: float) -> _Client:
+    """An alpaca-py client with a request timeout and without its own retry loop.
 
-    alpaca-py 0.44's constructor exposes neither: it retries 429/504 three times, 3 s
-    apart, ignoring X-RateLimit-Reset, and never times out. Retrying is the Prefect
+    alpaca-py 0.44's constructors expose neither: they retry 429/504 three times, 3 s
+    apart, ignoring X-RateLimit-Reset, and never time out. Retrying is the Prefect
     task's job (backoff, jitter, only transient errors), so the client makes one attempt.
     `tests/test_broker.py` fails if a new alpaca-py renames these attributes.
     """
+    client._session = TimeoutSession(timeout)
+    client._retry = 0
+    return client
 
-    def __init__(self, *, timeout: float, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._session = TimeoutSession(timeout)
-        self._retry = 0
+
+def snapshot_of(positions: Any, account: Any, clock: Any) -> RawSnapshot:
+    """The three answers as a `RawSnapshot`, once they have the JSON types Alpaca sends."""
+    if not isinstance(positions, list):
+        raise BrokerTransientError("broker returned positions that are not a JSON array")
+    if not isinstance(account, dict):
+        raise BrokerTransientError("broker returned an account that is not a JSON object")
+    return RawSnapshot(account, positions, clock if isinstance(clock, dict) else None)
+
+
+def position_of(record: Any) -> dict[str, Any]:
+    if not isinstance(record, dict):
+        raise BrokerTransientError("broker returned a position that is not a JSON object")
+    return record
 
 
 class AlpacaTradingBroker:
@@ -57,28 +72,16 @@ class AlpacaTradingBroker:
         self._timeout = settings.http_timeout_seconds
         # No global limit for one account; a 429 is still waited out until its reset.
         self._pacer = Pacer(settings)
-        self._client = _BoundedTradingClient(
-            timeout=settings.http_timeout_seconds,
-            api_key=key,
-            secret_key=secret,
-            paper=settings.alpaca_paper,
-            raw_data=True,
-            url_override=settings.alpaca_base_url or None,
+        url = settings.alpaca_base_url or None
+        client = TradingClient(
+            key, secret, paper=settings.alpaca_paper, raw_data=True, url_override=url
         )
+        self._client = bounded(client, settings.http_timeout_seconds)
 
     def fetch_snapshot(self) -> RawSnapshot:
         positions = self._call("positions", self._client.get_all_positions)
         account = self._call("account", self._client.get_account)
-        clock = self._call("clock", self._client.get_clock)
-        if not isinstance(positions, list):
-            raise BrokerTransientError("broker returned positions that are not a JSON array")
-        if not isinstance(account, dict):
-            raise BrokerTransientError("broker returned an account that is not a JSON object")
-        return RawSnapshot(
-            account=account,
-            positions=positions,
-            clock=clock if isinstance(clock, dict) else None,
-        )
+        return snapshot_of(positions, account, self._call("clock", self._client.get_clock))
 
     def fetch_position(self, asset_id: str) -> dict[str, Any] | None:
         """One position (`GET /v2/positions/{asset_id}`); None when the broker answers 404.
@@ -93,9 +96,7 @@ class AlpacaTradingBroker:
             if exc.status_code == 404:
                 return None
             raise
-        if not isinstance(record, dict):
-            raise BrokerTransientError("broker returned a position that is not a JSON object")
-        return record
+        return position_of(record)
 
     def fetch_account_id(self) -> str:
         account = self._call("account", self._client.get_account)

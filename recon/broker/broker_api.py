@@ -14,20 +14,11 @@ from alpaca.broker.requests import ListAccountsRequest
 from alpaca.common.enums import Sort
 from alpaca.trading.enums import AccountStatus
 
-from recon.broker.alpaca import TimeoutSession, call_alpaca
+from recon.broker.alpaca import bounded, call_alpaca, position_of, snapshot_of
 from recon.broker.pacing import RATE_LIMIT_NAME, Pacer
 from recon.broker.protocol import RawSnapshot
 from recon.errors import BrokerRateLimitedError, BrokerRejectedError, BrokerTransientError
 from recon.settings import Settings
-
-
-class _BoundedBrokerClient(BrokerClient):
-    """`BrokerClient` with a request timeout and one attempt per call (see `alpaca.py`)."""
-
-    def __init__(self, *, timeout: float, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._session = TimeoutSession(timeout)
-        self._retry = 0
 
 
 class BrokerApi:
@@ -37,14 +28,10 @@ class BrokerApi:
         key, secret = settings.broker_credentials()
         self._timeout = settings.http_timeout_seconds
         self.pacer = Pacer(settings, limit_name=limit_name)
-        self._client = _BoundedBrokerClient(
-            timeout=settings.http_timeout_seconds,
-            api_key=key,
-            secret_key=secret,
-            sandbox=settings.alpaca_broker_sandbox,
-            raw_data=True,
-            url_override=settings.alpaca_broker_base_url or None,
-        )
+        url = settings.alpaca_broker_base_url or None
+        sandbox = settings.alpaca_broker_sandbox
+        client = BrokerClient(key, secret, sandbox=sandbox, raw_data=True, url_override=url)
+        self._client = bounded(client, settings.http_timeout_seconds)
 
     def call(self, what: str, call: Callable[[], Any]) -> Any:
         """One request: admitted by the rate limit; a 429 waits until its reset and tries
@@ -116,11 +103,7 @@ class AccountBroker:
         except ValueError:  # alpaca-py checks the id is a UUID before sending anything
             raise BrokerRejectedError(f"account id {account_id!r} is not a UUID") from None
         clock = self._clock if self._clock is not None else self._api.clock()
-        if not isinstance(positions, list):
-            raise BrokerTransientError("broker returned positions that are not a JSON array")
-        if not isinstance(account, dict):
-            raise BrokerTransientError("broker returned an account that is not a JSON object")
-        return RawSnapshot(account=account, positions=positions, clock=clock)
+        return snapshot_of(positions, account, clock)
 
     def fetch_position(self, asset_id: str) -> dict[str, Any] | None:
         """One position (`GET /v1/trading/accounts/{id}/positions/{asset_id}`), None on a 404:
@@ -137,9 +120,7 @@ class AccountBroker:
             raise
         except ValueError:  # alpaca-py checks the id is a UUID before sending anything
             raise BrokerRejectedError(f"account id {account_id!r} is not a UUID") from None
-        if not isinstance(record, dict):
-            raise BrokerTransientError("broker returned a position that is not a JSON object")
-        return record
+        return position_of(record)
 
 
 def _created(account: dict[str, Any]) -> datetime:
