@@ -14,14 +14,13 @@ from typing import Any
 
 import pytest
 
-from api.routes.positions import _entry
 from api.schemas import JobState, JobStatus, SyncAccepted, SyncCompleted
 from api.status import _last_result
 from cli.sync import render
 from recon.broker.protocol import RawSnapshot
 from recon.diff import diff_book
 from recon.schemas.events import PositionsChanged, PositionUpdated, RunFailed, sse_data
-from recon.schemas.positions import PositionOut
+from recon.schemas.positions import HistoryEntry, PositionOut
 from recon.schemas.result import RunChanges, RunReport, RunResult
 from recon.snapshot import parse_snapshot
 from recon.store.models import Position, PositionChange, SyncRun
@@ -210,4 +209,5 @@ def test_history_entry(result: RunResult) -> None:
         "fields": row.fields,
         "timestamp": AT.isoformat(),
     }
-    assert json.dumps(_entry(row).dump(), **COMPACT) == json.dumps(expected, **COMPACT)
+    entry = HistoryEntry.model_validate(row)
+    assert json.dumps(entry.dump(), **COMPACT) == json.dumps(expected, **COMPACT)

@@ -79,18 +79,6 @@ def position_history(
         raise ApiError(404, "not found", f"no history for symbol {wanted}")
     return PositionHistory(
         symbol=wanted,
-        history=[_entry(c) for c in changes],
+        history=[HistoryEntry.model_validate(c) for c in changes],
         oldest_retained_at=oldest_change_at(session, assets, accounts),
-    )
-
-
-def _entry(row: PositionChange) -> HistoryEntry:
-    return HistoryEntry(
-        event_id=row.event_id,
-        account_id=row.account_id,
-        asset_id=row.asset_id,
-        symbol=row.symbol,
-        change=row.change,
-        fields=row.fields,  # validated as dict[str, FieldChange]
-        timestamp=row.created_at,
     )

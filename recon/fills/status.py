@@ -79,13 +79,4 @@ def read_status(sessions: sessionmaker[Session]) -> StreamState:
         row = session.get(StreamStatus, STREAM)
     if row is None:
         return StreamState()
-    return StreamState(
-        connected=row.connected,
-        since=row.connected_since,
-        last_event_at=row.last_event_at,
-        fills_applied=row.fills_applied,
-        reconnects=row.reconnects,
-        last_error=row.last_error,
-        last_error_at=row.last_error_at,
-        account_id=row.account_id,
-    )
+    return StreamState.model_validate(row)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import ConfigDict
+from pydantic import AliasChoices, ConfigDict, Field
 
 from recon.schemas.base import ExactDecimal, IsoDatetime, Shape
 from recon.schemas.result import ChangeKind, FieldChange
@@ -54,7 +54,8 @@ class HistoryEntry(Shape):
     symbol: str
     change: ChangeKind
     fields: dict[str, FieldChange]
-    timestamp: IsoDatetime
+    # Read from a `position_changes` row, whose column is `created_at`.
+    timestamp: IsoDatetime = Field(validation_alias=AliasChoices("timestamp", "created_at"))
 
 
 class PositionHistory(Shape):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import AliasChoices, ConfigDict, Field
+
 from recon.schemas.base import IsoDatetime, Shape
 from recon.schemas.events import SOURCE
 
@@ -27,8 +29,12 @@ class StreamFailed(Shape):
 class StreamState(Shape):
     """The status endpoint's `stream` object, read from `stream_status` (every replica agrees)."""
 
+    model_config = ConfigDict(from_attributes=True)
+
     connected: bool = False
-    since: IsoDatetime | None = None  # when `connected` last changed
+    since: IsoDatetime | None = Field(  # when `connected` last changed
+        default=None, validation_alias=AliasChoices("since", "connected_since")
+    )
     last_event_at: IsoDatetime | None = None  # the last fill batch applied
     fills_applied: int = 0
     reconnects: int = 0
