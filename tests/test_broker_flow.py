@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -247,38 +247,32 @@ def test_threads_waiting_for_slots_share_one_trip() -> None:
     try:
         queue = SlotQueue(name, 3)
         queue.take(3)  # empty: every later slot waits for the decay
-        failures: list[BaseException] = []
-
-        def one() -> None:
-            try:
-                queue.take(1)
-            except BaseException as exc:
-                failures.append(exc)
-
-        assert _all_finished(one, 6) and not failures, failures
+        assert _raised_on_threads(lambda: queue.take(1), 6) == []
         assert 2 <= queue.trips - 1 < 6, queue.trips
     finally:
         with get_client(sync_client=True) as client:
             client.delete_global_concurrency_limit_by_name(name)
 
     missing = SlotQueue("no-such-limit", 3)
-    errors: list[BaseException] = []
-
-    def fail() -> None:
-        try:
-            missing.take(1)
-        except Exception as exc:
-            errors.append(exc)
-
-    assert _all_finished(fail, 3)
+    errors = _raised_on_threads(lambda: missing.take(1), 3)
     assert len(errors) == 3 and all("must be created" in str(e) for e in errors), errors
 
 
-def _all_finished(target: Any, n: int) -> bool:
-    """Run `target` on `n` threads at once; True if every one ended within 60 s."""
+def _raised_on_threads(call: Callable[[], object], n: int) -> list[BaseException]:
+    """Run `call` on `n` threads at once, every one of which must end within 60 s; what
+    they raised."""
+    raised: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            call()
+        except BaseException as exc:
+            raised.append(exc)
+
     threads = [threading.Thread(target=target) for _ in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
-    return not any(t.is_alive() for t in threads)
+    assert not any(t.is_alive() for t in threads), "a thread is still waiting after 60 s"
+    return raised
