@@ -26,12 +26,11 @@ from typing import Any
 import httpx
 
 from benchmarks import data
-from benchmarks.common import database, median, percentile
-from benchmarks.stack import simulator_server
+from benchmarks.common import median, percentile
+from benchmarks.stack import bench_stack, simulator_server
 from tests.sim import Sim
 from tests.support.env import OURS, scrubbed_env
 from tests.support.prefect import PrefectServer
-from tests.support.stack import served_stack
 
 log = logging.getLogger("benchmarks")
 SIZE = 100
@@ -112,14 +111,8 @@ def bench_oneshot(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
 def bench_status(
     server: PrefectServer, dialect: str, args: argparse.Namespace, root: Path
 ) -> list[dict[str, Any]]:
-    home = root / f"status-{dialect}"
-    home.mkdir()
     requests = 50 if args.quick else 200
-    with (
-        simulator_server() as served,
-        database(dialect, root, "status") as db,
-        served_stack(home, db=dialect, url=db.url, simulator=served, prefect=server) as stack,
-    ):
+    with bench_stack(server, dialect, root, "status", {}) as (served, _, stack):
         Sim.of(served).load([data.raw(r) for r in data.book(SIZE)])
         headers = {"Authorization": f"Bearer {stack.tokens['admin']}"}
         with httpx.Client(base_url=stack.base, headers=headers, timeout=60) as client:
