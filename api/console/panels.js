@@ -3,6 +3,19 @@
 (function () {
   const { $, state, el, clear, text, link, when, api, changeLines } = window.recon;
 
+  // GET `path`; on failure its message goes to the panel's error line `errorId` and the
+  // answer is null, so the panel keeps what it showed.
+  async function read(path, errorId) {
+    try {
+      const answer = await api("GET", path);
+      text(errorId, "");
+      return answer;
+    } catch (err) {
+      text(errorId, err.message);
+      return null;
+    }
+  }
+
   // ---- job, runs, audit ----------------------------------------------------------------
 
   function fields(target, pairs) {
@@ -14,14 +27,8 @@
   }
 
   async function loadStatus() {
-    let status;
-    try {
-      status = await api("GET", "/api/admin/jobs/status");
-      text("job-error", "");
-    } catch (err) {
-      text("job-error", err.message);
-      return;
-    }
+    const status = await read("/api/admin/jobs/status", "job-error");
+    if (!status) return;
     const job = status.positionReconciliation;
     const last = job.lastResult && job.lastResult.summary;
     fields($("job-fields"), [
@@ -57,14 +64,8 @@
   }
 
   async function loadRuns() {
-    let answer;
-    try {
-      answer = await api("GET", "/api/admin/jobs/runs?limit=15");
-      text("runs-error", "");
-    } catch (err) {
-      text("runs-error", err.message);
-      return;
-    }
+    const answer = await read("/api/admin/jobs/runs?limit=15", "runs-error");
+    if (!answer) return;
     const body = clear(document.querySelector("#runs-table tbody"));
     for (const run of answer.runs) {
       body.appendChild(el("tr", { dataset: { flowRunId: run.flowRunId } },
@@ -79,12 +80,8 @@
   }
 
   async function loadAudit() {
-    let answer;
-    try {
-      answer = await api("GET", "/api/admin/audit?limit=20");
-    } catch (err) {
-      return;
-    }
+    const answer = await read("/api/admin/audit?limit=20", "audit-error");
+    if (!answer) return;
     const body = clear(document.querySelector("#audit-table tbody"));
     for (const entry of answer.entries) {
       body.appendChild(el("tr", null,
@@ -166,13 +163,8 @@
     text("history-error", "");
     clear($("history-list"));
     clear($("history-chart"));
-    let answer;
-    try {
-      answer = await api("GET", "/api/positions/" + encodeURIComponent(symbol) + "/history");
-    } catch (err) {
-      text("history-error", err.message);
-      return;
-    }
+    const answer = await read("/api/positions/" + encodeURIComponent(symbol) + "/history", "history-error");
+    if (!answer) return;
     const list = $("history-list");
     for (const entry of answer.history) {
       list.appendChild(el("li", null,
