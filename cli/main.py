@@ -212,23 +212,15 @@ def simulator(
     accounts: Annotated[
         int, typer.Option(help="Broker API accounts to generate (/v1, HTTP Basic).")
     ] = 0,
-    rate_limit: Annotated[
-        int, typer.Option(help="Broker API requests per minute before 429s (0: none).")
+    broker_rate_limit: Annotated[
+        int,
+        typer.Option("--rate-limit", help="Broker API requests per minute before 429s (0: none)."),
     ] = 0,
 ) -> None:
     """Serve the simulated Alpaca broker (point ALPACA_BASE_URL, or ALPACA_BROKER_BASE_URL for
     the Broker API, at it)."""
+    # The options are SimulatorConfig's fields by name; no token given: a random one.
+    options = {name: value for name, value in locals().items() if value is not None}
     from simulator.server import SimulatorConfig, serve
 
-    token = {"control_token": control_token} if control_token else {}
-    config = SimulatorConfig(
-        port=port,
-        seed=seed,
-        drift_seconds=drift_seconds,
-        api_key=api_key,
-        secret_key=secret_key,
-        accounts=accounts,
-        broker_rate_limit=rate_limit,
-        **token,
-    )
-    serve(config, show_token=not control_token)
+    serve(SimulatorConfig(**options), show_token=not control_token)
