@@ -55,22 +55,15 @@ LISTINGS: dict[str, Listing] = {
     )
 }
 
-# (symbol, side, held-for-orders forced). KO always has shares held so that every seed shows a
-# qty_available below qty; others get held shares by chance.
-INITIAL_BOOK: tuple[tuple[str, str, bool], ...] = (
-    ("AAPL", "long", False),
-    ("MSFT", "long", False),
-    ("SPY", "long", False),
-    ("NVDA", "long", False),
-    ("KO", "long", True),
-    ("TSLA", "short", False),
-    ("GME", "short", False),
-    ("BTCUSD", "long", False),
-    ("ETHUSD", "long", False),
-    ("AAPL250620C00100000", "long", False),
-    ("FB", "long", False),
-    ("SQ", "long", False),
+# The opening book, in the order that fixes each seed's draws; the symbols in SHORT are short.
+INITIAL_BOOK: tuple[str, ...] = (
+    *("AAPL", "MSFT", "SPY", "NVDA", "KO", "TSLA", "GME", "BTCUSD", "ETHUSD"),
+    *("AAPL250620C00100000", "FB", "SQ"),
 )
+SHORT = frozenset({"TSLA", "GME"})
+# KO always has shares held so that every seed shows a qty_available below qty; others get
+# held shares by chance.
+ALWAYS_HELD = frozenset({"KO"})
 
 POOL: tuple[str, ...] = ("AMD", "JPM", "XOM", "IWM", "DIS", "INTC", "NFLX", "BAC", "PLTR", "SOLUSD")
 

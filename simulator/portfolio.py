@@ -28,7 +28,7 @@ from simulator.book import (
     split_market_values,
 )
 from simulator.fills import Execution, Order, execute, report
-from simulator.listings import INITIAL_BOOK, LISTINGS, POOL, RENAMES, Listing
+from simulator.listings import ALWAYS_HELD, INITIAL_BOOK, LISTINGS, POOL, RENAMES, SHORT, Listing
 
 STEPS_PER_DAY = 8
 MIN_BOOK = 6
@@ -51,9 +51,11 @@ class Portfolio:
         self.account_id = account_id
         self._step = 0
         self._day = 0
-        self._holdings = [self._open(LISTINGS[s], side) for s, side, _ in INITIAL_BOOK]
-        for holding, (_, _, force_held) in zip(self._holdings, INITIAL_BOOK, strict=True):
-            if force_held or self._rng.randrange(4) == 0:
+        self._holdings = [
+            self._open(LISTINGS[s], "short" if s in SHORT else "long") for s in INITIAL_BOOK
+        ]
+        for holding, symbol in zip(self._holdings, INITIAL_BOOK, strict=True):
+            if symbol in ALWAYS_HELD or self._rng.randrange(4) == 0:
                 self._reroll_held(holding)
         self._cash = Decimal(self._rng.randint(20_000, 80_000))
         first = self._rng.randint(2, 8)
