@@ -31,7 +31,7 @@ from prefect.client.orchestration import SyncPrefectClient
 from sqlalchemy import select
 
 from benchmarks.broker_procs import Peaks, pass_stack
-from benchmarks.common import Database, database, median
+from benchmarks.common import Database, database, median, ratio
 from recon.store.database import session_factory
 from recon.store.models import SyncRun
 from simulator.faults import RequestLog
@@ -178,7 +178,7 @@ def _measure(
         "requests": len(admitted),
         "floor_s": floor,
         "wall_s": wall,
-        "wall_over_floor": wall / floor if wall and floor else None,
+        "wall_over_floor": ratio(wall, floor),
         "throttled": throttled,
         "applied": len(applied),
         "failed": len(failed),

@@ -25,6 +25,11 @@ def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def ratio(top: float | None, bottom: float | None) -> float | None:
+    """top / bottom, or None when either is missing or zero (a ratio to nothing says nothing)."""
+    return top / bottom if top and bottom else None
+
+
 def percentile(values: list[float], q: float) -> float | None:
     """Nearest-rank percentile (q in 0..100): with few samples p95/p99 is the maximum."""
     if not values:

@@ -13,7 +13,16 @@ from typing import Any
 import sqlalchemy as sa
 
 from benchmarks import data
-from benchmarks.common import Database, clear_journal, database, median, peak_memory, timed, vacuum
+from benchmarks.common import (
+    Database,
+    clear_journal,
+    database,
+    median,
+    peak_memory,
+    ratio,
+    timed,
+    vacuum,
+)
 from benchmarks.floor import plan, run_floor
 from benchmarks.naive import run_naive
 from recon.broker.protocol import RawSnapshot
@@ -103,9 +112,9 @@ def bench_core(
                 "naive_s": naive,
                 "floor_s": floor,
                 "ours_mtm_s": ours_mtm,
-                "ours_over_naive": ours / naive if ours and naive else None,
-                "naive_over_ours": naive / ours if ours and naive else None,
-                "ours_over_floor": ours / floor if ours and floor else None,
+                "ours_over_naive": ratio(ours, naive),
+                "naive_over_ours": ratio(naive, ours),
+                "ours_over_floor": ratio(ours, floor),
                 "ours_peak_mb": memory["ours"],
                 "naive_peak_mb": memory.get("naive"),
                 "floor_peak_mb": memory["floor"],

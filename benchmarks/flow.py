@@ -30,7 +30,7 @@ from prefect.settings import (
 )
 
 from benchmarks import data
-from benchmarks.common import database, median, timed
+from benchmarks.common import database, median, ratio, timed
 from benchmarks.stack import simulator
 from flows.reconcile import reconcile_positions
 from recon.broker import AlpacaTradingBroker
@@ -167,8 +167,8 @@ def bench_flow(
                     "plain_s": p,
                     "flow_s": f,
                     "flow_hb_s": h,
-                    "flow_over_plain": f / p if f and p else None,
-                    "flow_hb_over_plain": h / p if h and p else None,
+                    "flow_over_plain": ratio(f, p),
+                    "flow_hb_over_plain": ratio(h, p),
                     "skeleton_s": median(times["skeleton"]),
                     "repeat": repeat,
                     "samples": times,

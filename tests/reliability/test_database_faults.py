@@ -20,8 +20,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,16 +50,6 @@ from tests.support.wait import wait_until
 pytestmark = pytest.mark.usefixtures("prefect_server")
 REPEATS = 3
 STALL_SECONDS = 1.0  # under the 2 s RECON_HTTP_TIMEOUT_SECONDS of the `configured` fixture
-
-
-@dataclass
-class Tally:
-    db: str
-    injected: int = 0
-    failed: int = 0
-    rolled_back: int = 0
-    recovered: int = 0
-    lost: int = 0
 
 
 def step_until_changed(sim: Sim, url: str) -> dict[str, tuple[Any, ...]]:
@@ -195,7 +185,7 @@ def test_database_lost_mid_persist_rolls_back_and_the_next_run_recovers(
     configured: str, sim: Sim
 ) -> None:
     db = make_url(configured).get_backend_name()
-    tally = Tally(db=db)
+    tally: Counter[str] = Counter()
     first = reconcile_positions(return_state=True)
     assert first.is_completed(), first.message
     started = time.monotonic()
@@ -204,18 +194,18 @@ def test_database_lost_mid_persist_rolls_back_and_the_next_run_recovers(
         before = stored_rows(configured)
         completed_before = completed_runs(configured)
 
-        tally.injected += 1
+        tally["injected"] += 1
         state, reason = INJECT[db](configured, sim)
         sim.clear_fault()
         assert state.is_failed(), state.message
-        tally.failed += 1
+        tally["failed"] += 1
         message = state.message or ""
         assert reason in message, message
         flow_run_id = str(state.state_details.flow_run_id)
 
         # Rolled back in full: no position row, no completed run, no position:updated.
         after = stored_rows(configured)
-        tally.lost += sum(1 for k in before if after.get(k) != before[k])
+        tally["lost"] += sum(1 for k in before if after.get(k) != before[k])
         assert after == before
         assert completed_runs(configured) == completed_before
         (run_row,) = runs_of(configured, flow_run_id)
@@ -223,7 +213,7 @@ def test_database_lost_mid_persist_rolls_back_and_the_next_run_recovers(
         events = events_of(configured, flow_run_id)
         assert [e.type for e in events] == [SYSTEM_ERROR]  # no position:updated from it
         assert events[0].payload["error"] == state.message
-        tally.rolled_back += 1
+        tally["rolled_back"] += 1
         if db == "sqlite":
             with session_factory(configured)() as session:
                 assert session.scalar(select(func.count()).select_from(SyncLease)) == 0
@@ -233,12 +223,13 @@ def test_database_lost_mid_persist_rolls_back_and_the_next_run_recovers(
         assert recovery.is_completed(), recovery.message
         assert recovery.result()["summary"]["totalChanges"] > 0
         assert material(stored_rows(configured)) == live == live_material(sim.broker_positions())
-        tally.recovered += 1
+        tally["recovered"] += 1
     # Each pass asserted its own rollback; here: every pass got through every step.
-    assert tally.injected == tally.failed == tally.rolled_back == tally.recovered == REPEATS
+    passes = (tally["injected"], tally["failed"], tally["rolled_back"], tally["recovered"])
+    assert passes == (REPEATS,) * 4, tally
     print(
-        f"\n[database faults] db={tally.db} faults injected={tally.injected} "
-        f"runs failed={tally.failed} rolled back={tally.rolled_back} "
-        f"recovered={tally.recovered} rows lost={tally.lost} "
+        f"\n[database faults] db={db} faults injected={tally['injected']} "
+        f"runs failed={tally['failed']} rolled back={tally['rolled_back']} "
+        f"recovered={tally['recovered']} rows lost={tally['lost']} "
         f"({time.monotonic() - started:.1f} s)"
     )
