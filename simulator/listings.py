@@ -57,8 +57,18 @@ LISTINGS: dict[str, Listing] = {
 
 # The opening book, in the order that fixes each seed's draws; the symbols in SHORT are short.
 INITIAL_BOOK: tuple[str, ...] = (
-    *("AAPL", "MSFT", "SPY", "NVDA", "KO", "TSLA", "GME", "BTCUSD", "ETHUSD"),
-    *("AAPL250620C00100000", "FB", "SQ"),
+    "AAPL",
+    "MSFT",
+    "SPY",
+    "NVDA",
+    "KO",
+    "TSLA",
+    "GME",
+    "BTCUSD",
+    "ETHUSD",
+    "AAPL250620C00100000",
+    "FB",
+    "SQ",
 )
 SHORT = frozenset({"TSLA", "GME"})
 # KO always has shares held so that every seed shows a qty_available below qty; others get

@@ -29,8 +29,8 @@ ACCOUNTS = 6
 
 def _finished_startup() -> FlowRun | None:
     """The startup pass as `recon serve` waits for it (`flows.resync.full_run`): the first
-    startup run that finished other than Cancelled. One that met a scheduled pass in the
-    deployment's slot is Cancelled by the limit and asked for again (CI saw it at 06:30)."""
+    startup run that finished other than Cancelled. One that finds another run in the
+    deployment's slot is Cancelled by the limit and asked for again (CI saw one Cancelled)."""
     done = [
         r
         for r in runs(["startup"])
