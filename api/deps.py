@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from api.errors import ApiError
 from api.relay import JournalRelay
 from api.runs import read_deployment
+from api.status_cache import StatusCache
 from recon.keys import Principal, authenticate, hash_token
 from recon.settings import Settings, get_settings
 from recon.store.database import session_factory
@@ -79,6 +80,15 @@ def get_trigger_lock(request: Request) -> asyncio.Lock:
 
 
 TriggerLockDep = Annotated[asyncio.Lock, Depends(get_trigger_lock)]
+
+
+def get_status_cache(request: Request) -> StatusCache:
+    """The process's copy of the status's Prefect reads (see `api.status_cache`)."""
+    cache: StatusCache = request.app.state.status_cache
+    return cache
+
+
+StatusCacheDep = Annotated[StatusCache, Depends(get_status_cache)]
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `recon keys create`.")
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]

@@ -15,6 +15,7 @@ from api.errors import install_error_handlers
 from api.limits import RequestLimits
 from api.relay import JournalRelay
 from api.routes import accounts, audit, console, health, jobs, positions, stream, tickets
+from api.status_cache import StatusCache
 from api.watcher import watch_crashed_runs
 from recon.settings import get_settings
 from recon.store.database import session_factory, upgrade
@@ -34,14 +35,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Serializes check-then-trigger inside this process; across replicas the
         # deployment's concurrency limit is the guarantee.
         app.state.trigger_lock = asyncio.Lock()
+        app.state.status_cache = cache = StatusCache(settings.status_cache_seconds)
         await relay.start()
         sessions = session_factory(settings.resolved_database_url)
         watcher = asyncio.create_task(watch_crashed_runs(prefect, sessions))
+        follower = asyncio.create_task(cache.follow())
         freeze_startup_objects()
         try:
             yield
         finally:
             watcher.cancel()
+            follower.cancel()
             await relay.stop()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -94,20 +95,35 @@ async def in_progress(prefect: PrefectClient, deployment_id: UUID) -> FlowRun | 
     return await first(prefect, busy, FlowRunSort.EXPECTED_START_TIME_ASC)
 
 
-# Runs read by `active_and_next`: the active ones (one or two: the deployment's
-# concurrency limit is one) come before the future scheduled ones in expected-start order.
-ACTIVE_AND_NEXT = 3
+# Runs read by `open_runs`: the active ones (one or two: the deployment's concurrency
+# limit is one) come before the future scheduled ones in expected-start order.
+OPEN_RUNS = 3
 
 
-async def active_and_next(
-    prefect: PrefectClient, deployment_id: UUID
-) -> tuple[FlowRun | None, FlowRun | None]:
+@dataclass(frozen=True)
+class OpenRuns:
+    """The deployment's active and Scheduled runs by expected start, and the next Scheduled one.
+
+    Which of them is in progress depends on the clock (a Scheduled run becomes due), so it is
+    asked of this at read time, `busy(now)`, and the runs themselves can be kept.
+    """
+
+    runs: list[FlowRun]
+    upcoming: FlowRun | None
+
+    def busy(self, now: datetime) -> FlowRun | None:
+        """`in_progress`'s answer (its filter, applied here): the first run due by now+DUE_SOON."""
+        due = now + DUE_SOON
+        return next(
+            (r for r in self.runs if r.expected_start_time and r.expected_start_time < due), None
+        )
+
+
+async def open_runs(prefect: PrefectClient, deployment_id: UUID) -> OpenRuns:
     """`in_progress`, and the next Scheduled run, from one query (the status endpoint's).
 
-    The runs that are active or Scheduled, by expected start: the first due within
-    DUE_SOON is `in_progress`'s answer (its filter, applied here), the first Scheduled one
-    is the next run. One read, so the two cannot disagree either. Only if the page holds no
-    Scheduled run but is full is the next run asked for on its own.
+    One read, so the two cannot disagree. Only if the page holds no Scheduled run but is
+    full is the next run asked for on its own.
     """
     state = FlowRunFilterState(
         type=FlowRunFilterStateType(any_=ACTIVE),
@@ -119,18 +135,13 @@ async def active_and_next(
             deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]), state=state
         ),
         sort=FlowRunSort.EXPECTED_START_TIME_ASC,
-        limit=ACTIVE_AND_NEXT,
-    )
-    due = datetime.now(UTC) + DUE_SOON
-    busy = next(
-        (r for r in runs if r.expected_start_time is not None and r.expected_start_time < due),
-        None,
+        limit=OPEN_RUNS,
     )
     upcoming = next((r for r in runs if _scheduled(r)), None)
-    if upcoming is None and len(runs) == ACTIVE_AND_NEXT:
+    if upcoming is None and len(runs) == OPEN_RUNS:
         flt = runs_of(deployment_id, [StateType.SCHEDULED], state_names=["Scheduled"])
         upcoming = await first(prefect, flt, FlowRunSort.EXPECTED_START_TIME_ASC)
-    return busy, upcoming
+    return OpenRuns(runs, upcoming)
 
 
 def _scheduled(run: FlowRun) -> bool:

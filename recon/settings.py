@@ -130,6 +130,9 @@ class Settings(BaseSettings):
     stream_key_check_seconds: float = Field(
         default=5.0, gt=0, le=15, alias="RECON_STREAM_KEY_CHECK_SECONDS"
     )
+    # The status's Prefect reads are kept until a Prefect event says they changed, and
+    # never longer than this (what no event announces); 0 reads Prefect on every call.
+    status_cache_seconds: float = Field(default=10.0, ge=0, alias="RECON_STATUS_CACHE_SECONDS")
 
     @field_validator("account_ids", mode="before")
     @classmethod

@@ -12,6 +12,7 @@ import datetime as dt
 import threading
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 import httpx
@@ -25,7 +26,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterTags,
 )
 from prefect.client.schemas.objects import StateType
-from prefect.states import Failed
+from prefect.states import Cancelled, Failed
 
 from recon.diff import diff_positions, empty_book
 from recon.schemas.result import RunResult
@@ -173,6 +174,40 @@ def test_no_wait_is_202_and_a_second_trigger_is_409(sidecar: Sidecar) -> None:
         }
         pending = client.get("/api/admin/jobs/status").json()["positionReconciliation"]
     assert pending["currentFlowRunId"] == body["flowRunId"]
+
+
+@pytest.mark.usefixtures("no_open_runs")
+def test_a_replica_sees_what_another_did_before_its_copy_expires(
+    sidecar: Sidecar, deployment: UUID
+) -> None:
+    """A second replica keeps its status's Prefect reads for an hour: only Prefect's events
+    can tell it of a run the first one triggered, and of the run's end."""
+    hour = {"RECON_STATUS_CACHE_SECONDS": "3600"}
+    with (
+        in_process_sidecar(sidecar.db, sidecar.url, {"replica": ["admin:read"]}, env=hour) as b,
+        b.api("replica") as replica,
+    ):
+
+        def status() -> tuple[dict[str, Any], str]:
+            response = replica.get("/api/admin/jobs/status")
+            assert response.status_code == 200, response.text
+            return response.json()["positionReconciliation"], response.headers["cache-status"]
+
+        # Once its event subscription is up, its copy is kept and served.
+        wait_until(lambda: status()[1] == "recon; hit", 60, "the replica's kept copy")
+        before, _ = status()
+        assert before["currentFlowRunId"] is None
+        with sidecar.api() as client:
+            triggered = client.post("/api/admin/jobs/sync-positions", params={"wait": "false"})
+        assert triggered.status_code == 202, triggered.text
+        run_id = triggered.json()["flowRunId"]
+        wait_until(lambda: status()[0]["currentFlowRunId"] == run_id, 30, "the run, on the replica")
+        with get_client(sync_client=True) as prefect:
+            prefect.set_flow_run_state(UUID(run_id), Cancelled(message="by hand"), force=True)
+        after = wait_until(
+            lambda: (now := status()[0])["currentFlowRunId"] is None and now, 30, "its end"
+        )
+    assert after["skippedRuns"] == before["skippedRuns"] + 1
 
 
 @pytest.mark.usefixtures("no_open_runs")

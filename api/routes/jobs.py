@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 
 from api.audit import audit_trigger
@@ -13,6 +13,7 @@ from api.deps import (
     PrefectDep,
     SessionsDep,
     SettingsDep,
+    StatusCacheDep,
     TriggerLockDep,
 )
 from api.recent_runs import recent_runs
@@ -38,11 +39,14 @@ async def status(
     prefect: PrefectDep,
     settings: SettingsDep,
     sessions: SessionsDep,
-    deployment: DeploymentDep,
+    cache: StatusCacheDep,
+    response: Response,
 ) -> JobStatus:
     """Counts by final state, the latest run and its result, the next run, whether one is
-    running. Cancelled runs (the concurrency limit's skips) are `skippedRuns`, never failures."""
-    return await job_status(prefect, settings, sessions, deployment)
+    running. Cancelled runs (the concurrency limit's skips) are `skippedRuns`, never failures.
+    `Cache-Status` (RFC 9211) says whether Prefect was read or this replica's copy served."""
+    body, response.headers["Cache-Status"] = await job_status(prefect, settings, sessions, cache)
+    return body
 
 
 @router.post(
@@ -70,6 +74,7 @@ async def sync_positions(
     sessions: SessionsDep,
     lock: TriggerLockDep,
     deployment: DeploymentDep,
+    cache: StatusCacheDep,
     wait: bool = Query(default=True, description="Wait (bounded) for the run's result."),
     dry_run: bool = Query(
         default=False,
@@ -92,6 +97,8 @@ async def sync_positions(
         dry_run=dry_run,
         allow_mass_removal=allow_mass_removal,
     )
+    # This replica knows of the new run now; the event reaches the others in milliseconds.
+    cache.invalidate()
     await audit_trigger(
         sessions, principal.name, run.id, dry_run=dry_run, allow_mass_removal=allow_mass_removal
     )
@@ -100,6 +107,7 @@ async def sync_positions(
         message = "Position preview triggered" if dry_run else "Position sync triggered"
         return JSONResponse(accepted(run, url, message).dump(), status_code=202)
     answer = await wait_for_result(prefect, run, settings, sessions, dry_run=dry_run)
+    cache.invalidate()
     code = 202 if isinstance(answer, SyncAccepted) else 200
     return JSONResponse(answer.dump(), status_code=code)
 

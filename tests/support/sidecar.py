@@ -66,11 +66,17 @@ def _ready(base: str) -> bool:
 
 @contextmanager
 def in_process_sidecar(
-    db: str, url: str, keys: dict[str, list[str]] = KEYS, *, ready: bool = True
+    db: str,
+    url: str,
+    keys: dict[str, list[str]] = KEYS,
+    *,
+    ready: bool = True,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Sidecar]:
-    """The sidecar on the app database `url`, with `keys`, until the block ends; with
-    `ready`, once it answers ready (its database and Prefect answered: on a loaded machine
-    the first answers of a fresh Prefect server can take longer than readiness allows)."""
+    """The sidecar on the app database `url`, with `keys` and the settings `env`, until the
+    block ends; with `ready`, once it answers ready (its database and Prefect answered: on a
+    loaded machine the first answers of a fresh Prefect server can take longer than
+    readiness allows)."""
     from api.main import create_app
 
     tokens = create_keys(url, keys)
@@ -79,6 +85,8 @@ def in_process_sidecar(
             if is_ours(name):
                 patch.delenv(name)
         patch.setenv("RECON_DATABASE_URL", url)
+        for name, value in (env or {}).items():
+            patch.setenv(name, value)
         get_settings.cache_clear()
         try:
             with serve(create_app()) as server:
