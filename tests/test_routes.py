@@ -210,6 +210,16 @@ def test_a_replica_sees_what_another_did_before_its_copy_expires(
     assert after["skippedRuns"] == before["skippedRuns"] + 1
 
 
+def test_status_cache_seconds_0_reads_prefect_every_time(sidecar: Sidecar) -> None:
+    off = {"RECON_STATUS_CACHE_SECONDS": "0"}
+    with (
+        in_process_sidecar(sidecar.db, sidecar.url, {"uncached": ["admin:read"]}, env=off) as b,
+        b.api("uncached") as client,
+    ):
+        served = [client.get("/api/admin/jobs/status").headers["cache-status"] for _ in range(5)]
+    assert served == ["recon; fwd=bypass"] * 5
+
+
 @pytest.mark.usefixtures("no_open_runs")
 def test_a_run_that_fails_while_waited_for_is_500_with_the_reason(
     sidecar: Sidecar, deployment: UUID
