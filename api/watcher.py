@@ -1,5 +1,6 @@
 """Journal a `system:error` for runs that died without writing one (e.g. crashed by the
-zombie automation, when no process was left to run the flow's crash hook)."""
+zombie automation, when no process was left to run the flow's crash hook); never for a
+preview (`dry_run`), which writes nothing."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ async def watch_crashed_runs(
     handled: set[str] = set()  # only saves queries; the journal itself is the record
     while True:
         try:
-            await _sweep(prefect, sessions, handled)
+            await sweep(prefect, sessions, handled)
         except DeploymentNotFoundError:
             pass  # not deployed yet
         except Exception:
@@ -33,9 +34,8 @@ async def watch_crashed_runs(
         await asyncio.sleep(interval)
 
 
-async def _sweep(
-    prefect: PrefectClient, sessions: sessionmaker[Session], handled: set[str]
-) -> None:
+async def sweep(prefect: PrefectClient, sessions: sessionmaker[Session], handled: set[str]) -> None:
+    """One pass: journal each failed or crashed run of the last day not yet journaled."""
     deployment = await read_deployment(prefect)
     since = datetime.now(UTC) - LOOK_BACK
     runs = await prefect.read_flow_runs(
@@ -44,7 +44,8 @@ async def _sweep(
         limit=50,
     )
     for run in runs:
-        if str(run.id) in handled:
+        # A preview writes nothing, its failure included: the 500 and Prefect say it failed.
+        if str(run.id) in handled or run.parameters.get("dry_run"):
             continue
         written = await asyncio.to_thread(
             record_failure,
