@@ -5,6 +5,7 @@ refused or failed, writes nothing to the book, the run log or the journal."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from typing import Any
 
 import httpx
@@ -96,7 +97,9 @@ def test_a_failed_preview_records_nothing(stack: Stack, sim: Sim) -> None:
     assert answer.json()["error"] == "Position sync failed"
     # The sidecar's sweep for runs that died unreported (every 5 s) once more, now: CI
     # saw it journal the failed preview between the answer and the count.
-    asyncio.run(_sweep_once(stack))
+    # In a thread of its own: the package's Playwright keeps an event loop in this one.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, _sweep_once(stack)).result()
     # No sync_runs row, no system:error in the journal.
     assert {"counts": counts(stack), "book": stack.book()} == before
 
