@@ -24,6 +24,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.responses import DeploymentResponse
 from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventFilter, EventNameFilter
+from prefect.settings import PREFECT_API_URL
 
 from api.runs import OpenRuns
 
@@ -62,10 +63,6 @@ class StatusCache:
         self._generation = 0
         self._following = False
 
-    @property
-    def following(self) -> bool:
-        return self._following
-
     def invalidate(self) -> None:
         self._generation += 1
         self._view = None
@@ -88,6 +85,8 @@ class StatusCache:
     async def follow(self) -> None:
         """For the app's life: empty the cache on every change event; keep nothing while the
         subscription is down (Prefect unreachable, restarting), and retry it."""
+        if not PREFECT_API_URL.value():
+            return  # no server to follow (Prefect would start a temporary one): keep nothing
         reported = False
         while True:
             try:
