@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.runs import runs_of, ui_url
 from api.schemas import RunList, RunOut
-from recon.deployment import KEY_TAG_PREFIX, TRIGGER_TAGS
+from recon.deployment import KEY_TAG_PREFIX, TRIGGER_TAGS, is_preview
 from recon.schemas.result import RunChanges
 from recon.settings import Settings
 from recon.store.models import SyncRun
@@ -73,7 +73,7 @@ def _run(run: FlowRun, changes: int | None, prefect: PrefectClient, settings: Se
         duration_seconds=round(seconds, 3) if seconds is not None else None,
         trigger=trigger,
         who=who,
-        dry_run=bool(parameters.get("dry_run")),
+        dry_run=is_preview(parameters),
         allow_mass_removal=bool(parameters.get("allow_mass_removal")),
         total_changes=changes,
         flow_run_url=ui_url(prefect, settings.prefect_ui_url, run.id),

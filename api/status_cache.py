@@ -8,8 +8,8 @@ over Prefect's own event websocket and drops its copy on each one, so replicas a
 within an event's delivery, not a time-to-live. While the subscription is not connected
 nothing is kept: every call reads Prefect, as before the cache. A maximum age
 (`RECON_STATUS_CACHE_SECONDS`) bounds what no event announces: the scheduler inserts
-future runs without one. The database half (the
-last run's rows, the fill stream's row) is read on every call.
+future runs without one. The database half (the last run's rows, the fill stream's row)
+is read on every call.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class StatusCache:
         kept = self._view
         if kept is not None and time.monotonic() - self._stored_at < self._max_age:
             return kept, "recon; hit"
-        if not self._following or self._max_age == 0:
+        if not self._following:
             return await read(), "recon; fwd=bypass"
         generation = self._generation
         fresh = await read()
@@ -85,8 +85,10 @@ class StatusCache:
     async def follow(self) -> None:
         """For the app's life: empty the cache on every change event; keep nothing while the
         subscription is down (Prefect unreachable, restarting), and retry it."""
-        if not PREFECT_API_URL.value():
-            return  # no server to follow (Prefect would start a temporary one): keep nothing
+        if self._max_age == 0 or not PREFECT_API_URL.value():
+            # Caching off, or no server to follow (Prefect's subscriber would start a
+            # temporary one): never following, every call reads Prefect.
+            return
         reported = False
         while True:
             try:

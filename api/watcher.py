@@ -13,6 +13,7 @@ from prefect.client.schemas.sorting import FlowRunSort
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.runs import FAILED, read_deployment, runs_of
+from recon.deployment import is_preview
 from recon.errors import DeploymentNotFoundError
 from recon.store.writer import record_failure
 
@@ -45,7 +46,7 @@ async def sweep(prefect: PrefectClient, sessions: sessionmaker[Session], handled
     )
     for run in runs:
         # A preview writes nothing, its failure included: the 500 and Prefect say it failed.
-        if str(run.id) in handled or run.parameters.get("dry_run"):
+        if str(run.id) in handled or is_preview(run.parameters):
             continue
         written = await asyncio.to_thread(
             record_failure,

@@ -23,7 +23,7 @@ from flows.publish import publish_changes
 from flows.retries import retry_transient
 from flows.trigger import run_trigger
 from recon.broker import AlpacaTradingBroker
-from recon.deployment import FLOW_NAME
+from recon.deployment import FLOW_NAME, is_preview
 from recon.diff import Diff, diff_book
 from recon.errors import BrokerTransientError, ConfigurationError, SyncInProgressError
 from recon.logfmt import line
@@ -114,7 +114,7 @@ def report_failure(flow: Flow[Any, Any], flow_run: FlowRun, state: PrefectState[
     reason = state.message or state.name or "unknown failure"
     status = "crashed" if state.is_crashed() else "failed"
     logger = flow_run_logger(flow_run, flow)
-    if (flow_run.parameters or {}).get("dry_run"):
+    if is_preview(flow_run.parameters):
         # A preview writes nothing, its failure included: the run's state says why.
         logger.error(line("Preview failed, nothing recorded", error=reason))
         return

@@ -1,9 +1,13 @@
 """Names and schedule of the deployment: what `flows/` deploys and what `api/` reads back.
 
-Only constants, no Prefect import: both sides need them and neither imports the other.
+Only constants (and one test on a run's parameters), no Prefect import: both sides need
+them and neither imports the other.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 FLOW_NAME = "reconcile-positions"
 DEPLOYMENT_NAME = "every-5-minutes"
@@ -39,3 +43,8 @@ TRIGGER_TAGS = ("fill", "fallback", "reconnect", "startup", "manual")
 KEY_TAG_PREFIX = "key:"
 PREVIEW_TAG = "preview"
 OVERRIDE_TAG = "override"
+
+
+def is_preview(parameters: Mapping[str, Any] | None) -> bool:
+    """A run of the flow with `dry_run`: it writes nothing, its failure included."""
+    return bool((parameters or {}).get("dry_run"))

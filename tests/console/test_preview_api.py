@@ -95,9 +95,9 @@ def test_a_failed_preview_records_nothing(stack: Stack, sim: Sim) -> None:
         sim.clear_fault()
     assert answer.status_code == 500, answer.text
     assert answer.json()["error"] == "Position sync failed"
-    # The sidecar's sweep for runs that died unreported (every 5 s) once more, now: CI
-    # saw it journal the failed preview between the answer and the count.
-    # In a thread of its own: the package's Playwright keeps an event loop in this one.
+    # One more pass of the sidecar's sweep for unreported failures (it runs every 5 s; CI
+    # saw it journal the failed preview between the answer and the count), in a thread of
+    # its own: the package's Playwright holds an event loop in this one.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, _sweep_once(stack)).result()
     # No sync_runs row, no system:error in the journal.
