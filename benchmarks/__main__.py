@@ -73,6 +73,11 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--broker-workers", type=_ints, help="broker pass workers (default 1,2,4)")
     parser.add_argument(
+        "--broker-parallelism",
+        type=_ints,
+        help="broker pass threads per flow-run process (default 8, RECON_BROKER_PARALLELISM's)",
+    )
+    parser.add_argument(
         "--broker-databases", default="postgresql", help="the broker pass's app database(s)"
     )
     parser.add_argument(
@@ -93,6 +98,7 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
 
     args.broker_accounts = args.broker_accounts or (broker.QUICK_SIZES if quick else broker.SIZES)
     args.broker_workers = args.broker_workers or (broker.QUICK_WORKERS if quick else broker.WORKERS)
+    args.broker_parallelism = args.broker_parallelism or broker.PARALLELISM
     args.repeat = args.repeat or (2 if quick else 3)
     args.trigger_runs = args.trigger_runs or (4 if quick else 20)
     args.clients = args.clients or (200 if quick else 1_000)

@@ -14,7 +14,11 @@ positions created), `recon serve` and, with K > 1, `RECON_SHARDS=K` and K proces
   commit (`finished_at`): parse, checks, lock, book read, diff, write; summed, and as a
   share of the pass's thread time (wall * processes * `RECON_BROKER_PARALLELISM`);
 - **peak RSS** of each flow-run process (VmHWM polled from /proc): of the shards' processes
-  on the workers, and of the parent's on the runner.
+  on the workers, and of the parent's on the runner;
+- **CPU** per account, by where it was spent (`benchmarks/cpu.py`): the flow-run
+  processes, the Prefect server, PostgreSQL (the app's and, on PostgreSQL, the Prefect
+  server's database), this process (the simulator); and the machine's busy share during
+  the pass, so a pass slower than its floor shows whether it waited or ran out of cores.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import argparse
 import logging
 import re
 import shutil
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +37,7 @@ from sqlalchemy import select
 
 from benchmarks.broker_procs import Peaks, pass_stack
 from benchmarks.common import Database, database, median, ratio
+from benchmarks.cpu import Machine, postgres_seconds, tree_seconds
 from recon.store.database import session_factory
 from recon.store.models import SyncRun
 from simulator.faults import RequestLog
@@ -45,7 +51,7 @@ SIZES = [1_000, 10_000]
 QUICK_SIZES = [100]
 WORKERS = [1, 2, 4]
 QUICK_WORKERS = [1, 2]
-PARALLELISM = 4  # RECON_BROKER_PARALLELISM, its default: threads per flow-run process
+PARALLELISM = [8]  # RECON_BROKER_PARALLELISM, its default: threads per flow-run process
 ACCOUNT_IN_PATH = re.compile(r"^/v1/trading/accounts/([^/]+)/")
 
 
@@ -57,26 +63,27 @@ def bench_broker(dialect: str, args: argparse.Namespace, root: Path) -> list[dic
             # Our own simulator, in this process: a request log long enough for a pass.
             served.app.simulator.log = RequestLog(limit=4 * n + 1_000)
             for workers in args.broker_workers:
-                try:
-                    row = _pass(n, workers, served, dialect, root, args)
-                finally:  # the processes' logs, kept beside the JSON
-                    home = root / f"broker-{dialect}-{n}-{workers}"
-                    for found in home.glob("*.log"):
-                        target = args.out.parent / f"broker-{n}-{workers}-{found.name}"
-                        shutil.copy(found, target)
-                log.info(
-                    "broker n=%d workers=%d: %.1f s (floor %.1f s), %d 429s",
-                    n,
-                    workers,
-                    row["wall_s"],
-                    row["floor_s"],
-                    row["throttled"],
-                )
-                rows.append(row)
+                for threads in args.broker_parallelism:
+                    name = f"{n}-{workers}-{threads}"
+                    try:
+                        row = _pass(n, workers, threads, served, dialect, root, args)
+                    finally:  # the processes' logs, kept beside the JSON
+                        for found in (root / f"broker-{dialect}-{name}").glob("*.log"):
+                            shutil.copy(found, args.out.parent / f"broker-{name}-{found.name}")
+                    log.info(
+                        "broker n=%d workers=%d threads=%d: %.1f s (floor %.1f s), %d 429s",
+                        n,
+                        workers,
+                        threads,
+                        row["wall_s"],
+                        row["floor_s"],
+                        row["throttled"],
+                    )
+                    rows.append(row)
     return rows
 
 
-def _settings(served: SimulatorServer, workers: int) -> dict[str, str]:
+def _settings(served: SimulatorServer, workers: int, threads: int) -> dict[str, str]:
     return {
         "RECON_SOURCE": "broker",
         "ALPACA_BROKER_BASE_URL": served.base_url,
@@ -84,7 +91,7 @@ def _settings(served: SimulatorServer, workers: int) -> dict[str, str]:
         "ALPACA_BROKER_SECRET_KEY": served.config.secret_key,
         "RECON_BROKER_RATE_LIMIT": str(PER_MINUTE),
         "RECON_SHARDS": str(workers),
-        "RECON_BROKER_PARALLELISM": str(PARALLELISM),
+        "RECON_BROKER_PARALLELISM": str(threads),
         "RECON_FETCH_RETRIES": "2",
         # A first load creates every position: no removals, but no cap in the way either.
         "RECON_MAX_REMOVALS": "1000000",
@@ -94,22 +101,24 @@ def _settings(served: SimulatorServer, workers: int) -> dict[str, str]:
 def _pass(
     n: int,
     workers: int,
+    threads: int,
     served: SimulatorServer,
     dialect: str,
     root: Path,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
-    home = root / f"broker-{dialect}-{n}-{workers}"
+    home = root / f"broker-{dialect}-{n}-{workers}-{threads}"
     home.mkdir()
     sim = served.app.simulator
-    with database(dialect, root, f"broker{n}x{workers}") as db:
-        env = stack_env(home, "", served, db.url) | _settings(served, workers)
+    with database(dialect, root, f"broker{n}x{workers}x{threads}") as db:
+        env = stack_env(home, "", served, db.url) | _settings(served, workers, threads)
         with pass_stack(home, env, workers, args.broker_prefect_db) as stack:
             watched = [w.pid for w in stack.workers] or [stack.runner.pid]
             peaks = Peaks([*watched, stack.runner.pid])
             peaks.start()
             seq0 = max((e["seq"] for e in sim.log.entries()), default=0)
             throttled0 = sim.rate_limit.throttled
+            before = _cpu(stack.prefect.pid)
             try:
                 with stack.client() as client:
                     run = client.create_flow_run_from_deployment(stack.deployment_id)  # type: ignore[arg-type]
@@ -118,18 +127,46 @@ def _pass(
                 )
             finally:
                 peaks.stop()
+            cpu = _cpu_since(before, _cpu(stack.prefect.pid), peaks, n)
         entries = [e for e in sim.log.entries() if e["seq"] > seq0]
-        row = _measure(n, workers, db, final, entries, sim.rate_limit.throttled - throttled0)
+        throttled = sim.rate_limit.throttled - throttled0
+        row = _measure(n, workers, threads, db, final, entries, throttled)
     shard_peaks = [mb for pid in watched for mb in peaks.flow_runs(pid)] if workers > 1 else []
     parent_peaks = peaks.flow_runs(stack.runner.pid)
-    return row | {
-        "dialect": dialect,
-        "prefect_db": args.broker_prefect_db,
-        "worker_peak_rss_mb": max(shard_peaks or parent_peaks, default=None),
-        "shard_peaks_mb": shard_peaks,
-        # Workers that ran at least one shard (each runs one at a time: `--limit 1`).
-        "workers_used": sum(1 for pid in watched if peaks.flow_runs(pid)) if workers > 1 else 1,
-        "parent_peak_rss_mb": max(parent_peaks, default=None),
+    return (
+        row
+        | cpu
+        | {
+            "dialect": dialect,
+            "prefect_db": args.broker_prefect_db,
+            "worker_peak_rss_mb": max(shard_peaks or parent_peaks, default=None),
+            "shard_peaks_mb": shard_peaks,
+            # Workers that ran at least one shard (each runs one at a time: `--limit 1`).
+            "workers_used": sum(1 for pid in watched if peaks.flow_runs(pid)) if workers > 1 else 1,
+            "parent_peak_rss_mb": max(parent_peaks, default=None),
+        }
+    )
+
+
+def _cpu(prefect_pid: int) -> dict[str, Any]:
+    return {
+        "machine": Machine.now(),
+        "prefect": tree_seconds(prefect_pid),
+        "postgres": postgres_seconds(),
+        "simulator": time.process_time(),  # this process: the simulator's threads, mostly
+    }
+
+
+def _cpu_since(
+    before: dict[str, Any], after: dict[str, Any], peaks: Peaks, n: int
+) -> dict[str, Any]:
+    """CPU milliseconds per account by where they went, and the machine's busy share."""
+    spent = {key: after[key] - before[key] for key in ("prefect", "postgres", "simulator")}
+    spent["flow"] = sum(peaks.cpu.values())
+    per_account = {f"cpu_{key}_ms": seconds * 1000 / n for key, seconds in spent.items()}
+    return per_account | {
+        "cpu_total_ms": sum(spent.values()) * 1000 / n,
+        "machine_busy": after["machine"].share_since(before["machine"]),
     }
 
 
@@ -142,6 +179,7 @@ def _final(client: SyncPrefectClient, run_id: str) -> Any:
 def _measure(
     n: int,
     workers: int,
+    threads: int,
     db: Database,
     run: Any,
     entries: list[dict[str, Any]],
@@ -167,7 +205,7 @@ def _measure(
     ]
     wall = (run.end_time - run.start_time).total_seconds() if run.end_time else None
     floor = len(admitted) / (PER_MINUTE / 60)
-    threads = max(1, workers) * PARALLELISM
+    threads_in_all = max(1, workers) * threads
     positions = sum(r.created_count + r.updated_count + r.unchanged_count for r in applied)
     return {
         "figure": "broker",
@@ -186,8 +224,8 @@ def _measure(
         "failed_reasons": sorted({(r.reason or "")[:200] for r in failed})[:5],
         "db_sum_s": sum(db_seconds),
         "db_median_ms": (median(db_seconds) or 0) * 1000,
-        "db_share": sum(db_seconds) / (wall * threads) if wall else None,
-        "parallelism": PARALLELISM,
+        "db_share": sum(db_seconds) / (wall * threads_in_all) if wall else None,
+        "parallelism": threads,
     }
 
 

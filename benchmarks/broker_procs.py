@@ -14,6 +14,7 @@ from pathlib import Path
 from prefect.client.orchestration import SyncPrefectClient
 
 from benchmarks.common import rss_mb
+from benchmarks.cpu import process_seconds
 from benchmarks.stack import prefect_server
 from recon.deployment import FULL_NAME, SHARD_FULL_NAME, WORK_POOL
 from tests.support.prefect import NO_SCHEDULER, PrefectServer
@@ -26,12 +27,14 @@ HEARTBEAT_SECONDS = 30  # RECON_HEARTBEAT_SECONDS' default
 @dataclass(eq=False)  # a Thread: hashed by identity
 class Peaks(threading.Thread):
     """VmHWM of every child of the watched processes (the flow runs a runner or a worker
-    starts), polled from /proc: a child's own high-water mark, by parent and child pid."""
+    starts), polled from /proc: a child's own high-water mark, by parent and child pid;
+    and the CPU seconds of each flow-run child, as last seen."""
 
     parents: list[int]
     interval: float = 0.25
     peaks: dict[int, dict[int, float]] = field(default_factory=dict)
     commands: dict[int, str] = field(default_factory=dict)
+    cpu: dict[int, float] = field(default_factory=dict)
     done: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -47,6 +50,9 @@ class Peaks(threading.Thread):
                     mine = self.peaks.setdefault(parent, {})
                     mine[child] = max(mine.get(child, 0.0), value)
                     self.commands.setdefault(child, cmdline(child)[:200])
+                    if "prefect" in self.commands[child]:
+                        seconds = process_seconds(child, reaped=False)
+                        self.cpu[child] = max(self.cpu.get(child, 0.0), seconds)
 
     def stop(self) -> None:
         self.done.set()

@@ -1,8 +1,11 @@
 """The Broker API mode of `reconcile-positions`: list the accounts, then reconcile each as
-its own unit (Prefect task mapping), each in its own transaction under its own lock."""
+its own unit (`flows/account.py`: its own transaction under its own lock), in batches
+mapped with Prefect's task mapping."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,25 +19,18 @@ from prefect.tasks import exponential_backoff
 from prefect.utilities.annotations import unmapped
 from prefect.utilities.asyncutils import run_coro_as_sync
 
-from flows.publish import publish_account_changed, publish_accounts
+from flows.account import Batch, reconcile_account, reconcile_batch
+from flows.publish import publish_accounts
 from flows.retries import retry_transient
 from flows.shards import run_shards
 from flows.trigger import run_trigger
 from recon.broker.broker_api import BrokerApi
 from recon.broker.pacing import ensure_rate_limit
-from recon.diff import diff_book
-from recon.errors import BrokerRejectedError
 from recon.logfmt import line
-from recon.safety import check_removals, check_snapshot
 from recon.schemas.accounts import AccountOutcome, BrokerRunResult
-from recon.schemas.result import RunResult
-from recon.settings import get_settings
-from recon.snapshot import parse_snapshot
+from recon.settings import Settings, get_settings
 from recon.store.accounts import record_account_failure
-from recon.store.book import load_book
-from recon.store.database import engine_for, session_factory, store_errors
-from recon.store.lock import account_lock
-from recon.store.writer import apply_reconciliation
+from recon.store.database import session_factory
 
 
 @task(
@@ -50,50 +46,6 @@ def list_accounts(given: list[str] | None) -> tuple[list[str], dict[str, Any] | 
     api = BrokerApi(settings)
     ids = given if given is not None else (settings.account_ids or api.account_ids())
     return ids, api.clock()
-
-
-@task(
-    name="reconcile-account",
-    retry_jitter_factor=0.5,
-    retry_condition_fn=retry_transient,
-    cache_policy=NO_CACHE,
-)
-def reconcile_account(
-    account_id: str,
-    clock: dict[str, Any] | None,
-    allow_mass_removal: bool,
-    started_at: datetime,
-    flow_run_id: str | None,
-    trigger: str,
-) -> AccountOutcome:
-    """Fetch, parse, check, diff and persist one account; nothing of it outlives the task
-    but its small outcome, so memory stays flat in the number of accounts."""
-    settings = get_settings()
-    logger = get_run_logger()
-    raw = BrokerApi(settings).broker_for(account_id, clock).fetch_snapshot()
-    snapshot = parse_snapshot(raw)
-    if snapshot.account_id != account_id:
-        raise BrokerRejectedError(
-            f"the broker answered account {snapshot.account_id} for {account_id}"
-        )
-    for error in snapshot.errors:
-        logger.error(line("Position skipped", accountId=account_id, symbol=error.symbol))
-    check_snapshot(snapshot, settings)  # the tie-out against this account's own values
-    url = settings.resolved_database_url
-    with store_errors("reconciling the account"), account_lock(engine_for(url), account_id):
-        with session_factory(url)() as session:
-            book = load_book(session, account_id)
-        diff = diff_book(book, snapshot)
-        check_removals(diff, len(book), settings, allow=allow_mass_removal)
-        result = RunResult.from_diff(
-            snapshot, diff, started_at=started_at, flow_run_id=flow_run_id
-        ).model_copy(update={"trigger": trigger})
-        final = apply_reconciliation(session_factory(url), diff, result)
-    try:
-        publish_account_changed(final)
-    except Exception as exc:  # committed already: the account stays applied
-        logger.warning(line("Publishing the event failed", accountId=account_id, error=str(exc)))
-    return AccountOutcome.applied(final)
 
 
 def reconcile_accounts(
@@ -148,61 +100,96 @@ def _map_accounts(
     started_at: datetime,
     trigger: str,
 ) -> list[AccountOutcome]:
-    """One `reconcile-account` task run per account, mapped on this run's threads."""
+    """Batches of accounts mapped on this run's threads (`reconcile-accounts`), then each
+    account a batch handed back, alone and with the task's retries (`reconcile-account`).
+    The outcomes in the listing's order."""
     settings = get_settings()
-    retries = settings.fetch_retries
-    delays = exponential_backoff(settings.fetch_backoff_seconds)
     sessions = session_factory(settings.resolved_database_url)
-    outcomes: list[AccountOutcome] = []
+    outcomes: dict[str, AccountOutcome] = {}
+    retry: dict[str, str] = {}
+    given = {
+        "clock": unmapped(clock),
+        "allow_mass_removal": unmapped(allow_mass_removal),
+        "started_at": unmapped(started_at),
+        "flow_run_id": unmapped(flow_run_id),
+        "trigger": unmapped(trigger),
+    }
+
+    def fail(account_id: str, reason: str) -> AccountOutcome:
+        """A failed account, journaled as its own `system:error`."""
+        get_run_logger().error(line("Account failed", accountId=account_id, error=reason))
+        return record_account_failure(
+            sessions,
+            flow_run_id=flow_run_id,
+            started_at=started_at,
+            account_id=account_id,
+            reason=reason,
+        )
+
+    def settle(batches: list[list[str]], futures: list[PrefectFuture[Any]]) -> None:
+        for batch_ids, future in zip(batches, futures, strict=True):
+            future.wait()
+            if future.state.is_completed():
+                batch: Batch = future.state.result()
+                outcomes.update((o.account_id, o) for o in batch.applied)
+                for account_id, reason in batch.failed.items():
+                    outcomes[account_id] = fail(account_id, reason)
+                retry.update(batch.retry)
+            else:
+                # The batch itself failed (its thread died mid-way, say): which of its
+                # accounts applied is unknown, so each is tried again alone; one that did
+                # apply finds nothing left to change.
+                retry.update((account_id, _reason(future)) for account_id in batch_ids)
+
     pool: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(settings.broker_parallelism)
-    task = reconcile_account.with_options(retries=retries, retry_delay_seconds=delays)
     with pool as runner:
-        # Mapped a window at a time: a settled window's futures (each holding its task
-        # run's state and result) are dropped before the next is mapped, so memory stays
-        # flat in the number of accounts instead of growing with every future kept.
-        # RECON_BROKER_MAP_WINDOW is many times the threads, so a window's slowest account
-        # rarely leaves them idle.
-        step = settings.broker_map_window
-        for start in range(0, len(ids), step):
-            window = ids[start : start + step]
-            futures = runner.map(
-                task,
-                {
-                    "account_id": window,
-                    "clock": unmapped(clock),
-                    "allow_mass_removal": unmapped(allow_mass_removal),
-                    "started_at": unmapped(started_at),
-                    "flow_run_id": unmapped(flow_run_id),
-                    "trigger": unmapped(trigger),
-                },
+        # A window of batches is mapped before the previous one is settled, so the threads
+        # never idle waiting for a window's slowest batch, and at most two windows' futures
+        # (each holding its task run's state and result) are held at once: memory stays
+        # flat in the number of accounts.
+        held: tuple[list[list[str]], list[PrefectFuture[Any]]] | None = None
+        for window in _windows(ids, _batch_size(len(ids), settings), settings.broker_map_window):
+            futures = list(runner.map(reconcile_batch, {"account_ids": window, **given}))
+            if held is not None:
+                settle(*held)
+            held = (window, futures)
+        if held is not None:
+            settle(*held)
+            del held
+        if retry and settings.fetch_retries > 0:
+            # The batch made the first attempt: the retries left, with their backoff.
+            task = reconcile_account.with_options(
+                retries=settings.fetch_retries - 1,
+                retry_delay_seconds=exponential_backoff(settings.fetch_backoff_seconds),
             )
-            for account_id, future in zip(window, futures, strict=True):
-                outcomes.append(_settle(account_id, future, sessions, flow_run_id, started_at))
-            del futures
-    return outcomes
+            again = list(retry)
+            futures = list(runner.map(task, {"account_id": again, **given}))
+            for account_id, future in zip(again, futures, strict=True):
+                future.wait()
+                done = future.state.is_completed()
+                outcome = future.state.result() if done else fail(account_id, _reason(future))
+                outcomes[account_id] = outcome
+        else:  # no retries configured: a transient error fails the account as it is
+            for account_id, reason in retry.items():
+                outcomes[account_id] = fail(account_id, reason)
+    return [outcomes[account_id] for account_id in ids]
 
 
-def _settle(
-    account_id: str,
-    future: PrefectFuture[Any],
-    sessions: Any,
-    flow_run_id: str | None,
-    started_at: datetime,
-) -> AccountOutcome:
-    """The account's outcome; a failed one journaled as its own `system:error`."""
-    future.wait()
+def _batch_size(accounts: int, settings: Settings) -> int:
+    """RECON_BROKER_BATCH_SIZE, or fewer, so a small pass still spreads over every thread."""
+    spread = math.ceil(accounts / settings.broker_parallelism)
+    return max(1, min(settings.broker_batch_size, spread))
+
+
+def _windows(ids: list[str], size: int, window: int) -> Iterator[list[list[str]]]:
+    """`ids` in batches of `size`, `window` batches at a time."""
+    batches = [ids[i : i + size] for i in range(0, len(ids), size)]
+    for start in range(0, len(batches), window):
+        yield batches[start : start + window]
+
+
+def _reason(future: PrefectFuture[Any]) -> str:
     state = future.state
-    if state.is_completed():
-        outcome: AccountOutcome = state.result()
-        return outcome
     error = state.result(raise_on_failure=False)
     reason = str(error) if isinstance(error, Exception) else (state.message or state.name)
-    reason = reason or "failed"
-    get_run_logger().error(line("Account failed", accountId=account_id, error=reason))
-    return record_account_failure(
-        sessions,
-        flow_run_id=flow_run_id,
-        started_at=started_at,
-        account_id=account_id,
-        reason=reason,
-    )
+    return reason or "failed"

@@ -55,10 +55,12 @@ class Settings(BaseSettings):
     )
     rate_limit_max_waits: int = Field(default=20, ge=0, alias="RECON_RATE_LIMIT_MAX_WAITS")
     # Accounts reconciled at once in broker mode (task runner threads); each holds up to two
-    # database connections (its lock and its transaction): the pool has 15.
-    broker_parallelism: int = Field(default=4, ge=1, le=256, alias="RECON_BROKER_PARALLELISM")
-    # Broker mode: accounts mapped at once; a settled window's futures are dropped.
-    broker_map_window: int = Field(default=256, ge=1, alias="RECON_BROKER_MAP_WINDOW")
+    # database connections (its lock and its transaction): `engine_for`'s pool allows 40.
+    broker_parallelism: int = Field(default=8, ge=1, le=20, alias="RECON_BROKER_PARALLELISM")
+    # Broker mode: accounts per task run (each still its own unit), and task runs mapped at
+    # once (a settled window's futures are dropped).
+    broker_batch_size: int = Field(default=20, ge=1, le=1000, alias="RECON_BROKER_BATCH_SIZE")
+    broker_map_window: int = Field(default=64, ge=1, alias="RECON_BROKER_MAP_WINDOW")
     # Broker mode: split each pass into this many child runs of `reconcile-positions/shard`.
     shards: int = Field(default=1, ge=1, le=64, alias="RECON_SHARDS")
     # Broker mode's fill listener (`/v2/events/trades`): after a restart the replay starts this

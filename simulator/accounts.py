@@ -20,13 +20,15 @@ _FIRST_CREATED = dt.datetime(2026, 1, 5, 14, 30, tzinfo=dt.UTC)
 
 
 class AccountFault(BaseModel):
-    """One account misbehaving: its requests fail, or its summary does not tie out."""
+    """One account misbehaving: its requests fail (the next `count` of them, or all until
+    cleared), or its summary does not tie out."""
 
     model_config = ConfigDict(extra="forbid")
 
     account_id: str = Field(min_length=1)
     mode: Literal["fail", "tieout"]
     status: int = Field(default=500, ge=400, le=599)
+    count: int | None = Field(default=None, ge=1)
 
 
 class BrokerAccounts:
@@ -126,5 +128,14 @@ class BrokerAccounts:
         return account
 
     def failing(self, account_id: str) -> AccountFault | None:
-        fault = self.faults.get(account_id)
-        return fault if fault is not None and fault.mode == "fail" else None
+        """The account's `fail` fault for this request, one of its `count` used up."""
+        with self._lock:
+            fault = self.faults.get(account_id)
+            if fault is None or fault.mode != "fail":
+                return None
+            if fault.count is not None:
+                if fault.count > 1:
+                    self.faults[account_id] = fault.model_copy(update={"count": fault.count - 1})
+                else:
+                    del self.faults[account_id]
+            return fault

@@ -104,11 +104,13 @@ class Sim:
         ids: list[str] = self._control("GET", "/broker/accounts")
         return ids
 
-    def account_fault(self, account_id: str, mode: str, status: int = 500) -> None:
-        """`fail`: the account's requests answer `status`; `tieout`: its summary is off."""
-        self._control(
-            "POST", "/broker/fault", {"account_id": account_id, "mode": mode, "status": status}
-        )
+    def account_fault(
+        self, account_id: str, mode: str, status: int = 500, count: int | None = None
+    ) -> None:
+        """`fail`: the account's requests (its next `count`) answer `status`; `tieout`: its
+        summary is off."""
+        fault = {"account_id": account_id, "mode": mode, "status": status, "count": count}
+        self._control("POST", "/broker/fault", fault)
 
     def broker_rate_limit(self, per_minute: int, burst: int | None = None) -> dict[str, Any]:
         state: dict[str, Any] = self._control(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -130,3 +131,15 @@ def test_429s_beyond_the_allowed_waits_fail_as_rate_limited(bsim: Sim) -> None:
         broker.clock()
     assert caught.value.status_code == 429
     assert caught.value.reset_after is not None
+
+
+def test_each_thread_keeps_one_client_for_every_account(bsim: Sim) -> None:
+    """A pass's thread reuses its client (and the client's kept-alive connection) from one
+    account to the next; another thread, or other settings, get their own."""
+    chosen = settings(bsim)
+    mine = BrokerApi.for_thread(chosen)
+    assert BrokerApi.for_thread(chosen) is mine
+    with ThreadPoolExecutor(1) as pool:
+        theirs = pool.submit(BrokerApi.for_thread, chosen).result()
+    assert theirs is not mine
+    assert BrokerApi.for_thread(settings(bsim)) is not mine

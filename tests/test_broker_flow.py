@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.settings import PREFECT_API_URL
 from sqlalchemy import select
 
@@ -28,6 +29,7 @@ from simulator.server import SimulatorConfig, SimulatorServer
 from tests.sim import Sim
 from tests.support.env import scrubbed_env
 from tests.support.process import run_module
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 ACCOUNTS = 4
@@ -96,7 +98,35 @@ def test_every_account_is_reconciled_as_its_own_unit(broker_mode: str, bsim: Sim
     assert {r.flow_run_id for r in rows} == {result["flowRunId"]}
 
 
-def test_a_failing_account_and_a_refused_snapshot_fail_alone(broker_mode: str, bsim: Sim) -> None:
+def task_runs(flow_run_id: str, expected: int) -> Counter[str]:
+    """The run's task runs by task name, once the server has recorded `expected` of them
+    (task runs reach it as events, a little after the run ends)."""
+
+    def recorded() -> Counter[str] | None:
+        with get_client(sync_client=True) as client:
+            found = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+        names = Counter(t.name.rsplit("-", 1)[0] for t in found)
+        return names if sum(names.values()) >= expected else None
+
+    return wait_until(recorded, 30, f"{expected} task runs")
+
+
+@pytest.fixture(params=["one-per-task", "one-batch"])
+def layout(request: pytest.FixtureRequest, env: pytest.MonkeyPatch) -> str:
+    """Each account in a task run of its own, or all four in one batch (one task run)."""
+    if request.param == "one-per-task":
+        env.setenv("RECON_BROKER_BATCH_SIZE", "1")
+    else:
+        env.setenv("RECON_BROKER_BATCH_SIZE", str(ACCOUNTS))
+        env.setenv("RECON_BROKER_PARALLELISM", "1")
+    return str(request.param)
+
+
+def test_a_failing_account_and_a_refused_snapshot_fail_alone(
+    broker_mode: str, bsim: Sim, layout: str
+) -> None:
     assert run().is_completed()
     before = books(broker_mode)
     failing, refused, *others = bsim.account_ids()
@@ -122,6 +152,42 @@ def test_a_failing_account_and_a_refused_snapshot_fail_alone(broker_mode: str, b
     assert sorted(e.payload["accountId"] for e in errors) == sorted([failing, refused])
     assert all(e.account_id == e.payload["accountId"] for e in errors)
     assert all(e.payload["flowRunId"] == result["flowRunId"] for e in errors)
+    # Neither failure is transient: nothing is retried alone.
+    expected = ACCOUNTS if layout == "one-per-task" else 1
+    names = task_runs(result["flowRunId"], 1 + expected)  # the listing, then the accounts
+    assert names == Counter({"list-accounts": 1, "reconcile-accounts": expected})
+
+
+def test_a_transient_error_in_a_batch_is_retried_alone(
+    broker_mode: str, bsim: Sim, env: pytest.MonkeyPatch
+) -> None:
+    """One batch of four: an account whose first request answers 503 is handed back and
+    applied by a task run of its own; one that answers 503 every time fails alone after
+    its retries, journaled, while the rest of the batch applies."""
+    env.setenv("RECON_BROKER_BATCH_SIZE", str(ACCOUNTS))
+    env.setenv("RECON_BROKER_PARALLELISM", "1")
+    env.setenv("RECON_FETCH_RETRIES", "2")
+    flaky, down, *others = bsim.account_ids()
+    bsim.account_fault(flaky, "fail", status=503, count=1)
+    bsim.account_fault(down, "fail", status=503)
+    state = run()
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert result["accounts"]["applied"] == 3
+    failed = {f["accountId"]: f["error"] for f in result["accounts"]["failedAccounts"]}
+    assert list(failed) == [down] and "503" in failed[down]
+    stored = books(broker_mode)
+    for account_id in [flaky, *others]:
+        assert stored[account_id] == live(bsim, account_id)
+    assert down not in stored
+    errors = [e for e in journal(broker_mode) if e.type == SYSTEM_ERROR]
+    assert [e.payload["accountId"] for e in errors] == [down]
+    # The batch, then the two handed back, each in its own task run (with its retries).
+    names = task_runs(result["flowRunId"], 4)
+    assert names == Counter({"list-accounts": 1, "reconcile-accounts": 1, "reconcile-account": 2})
+    # The account that stayed down: the batch's attempt and the task run's two.
+    path = f"/v1/trading/accounts/{down}/positions"
+    assert len([r for r in bsim.requests() if r["path"] == path]) == 3
 
 
 def test_the_run_fails_only_when_every_account_failed(broker_mode: str, bsim: Sim) -> None:
@@ -199,7 +265,8 @@ def test_recon_sync_prints_the_accounts(broker_mode: str, bsim: Sim, tmp_path: P
 
 def test_an_accounts_two_requests_take_their_slots_in_one_trip() -> None:
     """`Pacer.reserve(2)` takes both slots from the Prefect limit at once; the two `admit`s
-    after it spend them without asking the server; the next one asks again."""
+    after it spend them without asking the server; the next one asks again. What a
+    reservation left unspent is not carried to the next."""
     name = "test-reserve"
     with get_client(sync_client=True) as client:
         # Slots that decay far slower than the test runs: what is taken stays visible.
@@ -218,6 +285,18 @@ def test_an_accounts_two_requests_take_their_slots_in_one_trip() -> None:
         assert taken() == 2
         pacer.admit()
         assert taken() == 3
+        # A reservation whose requests were not all sent (one of two, say) leaves its
+        # slot behind; the next reservation drops it instead of letting a slot granted
+        # earlier be spent later.
+        pacer.reserve(2)
+        pacer.admit()
+        pacer.reserve(2)
+        assert taken() == 7
+        pacer.admit()
+        pacer.admit()
+        assert taken() == 7
+        pacer.admit()
+        assert taken() == 8
         client.delete_global_concurrency_limit_by_name(name)
 
 

@@ -5,6 +5,7 @@ request through the global rate limit, 429s waited out until `X-RateLimit-Reset`
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,9 +21,23 @@ from recon.broker.protocol import RawSnapshot
 from recon.errors import BrokerRateLimitedError, BrokerRejectedError, BrokerTransientError
 from recon.settings import Settings
 
+_threads = threading.local()
+
 
 class BrokerApi:
     """The correspondent's view: the account list, and one `Broker` per account."""
+
+    @classmethod
+    def for_thread(cls, settings: Settings) -> BrokerApi:
+        """This thread's client for `settings`, made once: every account the thread
+        reconciles reuses its HTTP session, so its kept-alive connection (a TLS handshake,
+        against Alpaca) instead of a new client and connection per account. One per thread
+        because a requests `Session` is not documented as safe to share between threads."""
+        found: tuple[Settings, BrokerApi] | None = getattr(_threads, "api", None)
+        if found is None or found[0] is not settings:
+            found = (settings, cls(settings))
+            _threads.api = found
+        return found[1]
 
     def __init__(self, settings: Settings, *, limit_name: str | None = RATE_LIMIT_NAME) -> None:
         key, secret = settings.broker_credentials()

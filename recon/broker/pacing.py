@@ -99,7 +99,9 @@ class Pacer:
             return
         slot_queue(self._limit_name, self._most).take(slots)
         with self._lock:
-            self._banked += slots
+            # What an earlier reservation left unspent (its requests failed before sending)
+            # is dropped, not carried: a slot is only ever spent right after its grant.
+            self._banked = slots
 
     def admit(self) -> None:
         """Block until the global rate limit has room (a no-op without one); a slot taken

@@ -52,8 +52,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 @cache
 def engine_for(url: str) -> Engine:
-    """One engine (and pool) per URL per process."""
-    return make_engine(url)
+    """One engine (and pool) per URL per process. A broker-mode run's threads hold up to two
+    connections each (an account's lock and its transaction): the pool keeps 20 open, so
+    the default 8 threads never open and close a connection per account, and allows 40 at
+    most (RECON_BROKER_PARALLELISM is capped at 20). Connections are opened only when
+    needed."""
+    return make_engine(url, pool_size=20, max_overflow=20)
 
 
 @cache

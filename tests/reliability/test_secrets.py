@@ -123,8 +123,12 @@ def _prefect_records() -> dict[str, str]:
     with get_client(sync_client=True) as client:
         runs, _ = _all_pages(lambda at: client.read_flow_runs(limit=PAGE, offset=at))
         assert len(runs) == client.count_flow_runs() >= 2
+        # The failed run's process may still be flushing its last logs: as for the events
+        # below, offset paging may then show a log twice but never skips one, so every log
+        # there before paging began is among the distinct ones read.
+        present = {log.id for log in client.read_logs(limit=200)}
         logs, log_pages = _all_pages(lambda at: client.read_logs(limit=PAGE, offset=at))
-        assert len({log.id for log in logs}) == len(logs) and log_pages > 1
+        assert present <= {log.id for log in logs} and log_pages > 1
         artifacts, _ = _all_pages(lambda at: client.read_artifacts(limit=PAGE, offset=at))
         # The successful run made its reconcile-changes table.
         assert any(a.key == "reconcile-changes" for a in artifacts), artifacts

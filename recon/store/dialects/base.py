@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, Table, bindparam, delete, select
+from sqlalchemy import Engine, Insert, Table, and_, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from recon.diff import PositionChange
@@ -105,6 +105,35 @@ class StoreDialect(ABC):
                     POSITIONS.c.account_id == account_id, POSITIONS.c.asset_id.in_(chunk)
                 )
             )
+
+
+def upsert_each(
+    session: Session, upsert: Insert, rows: pd.DataFrame, stamps: Mapping[str, Any]
+) -> None:
+    """`upsert` (an INSERT … ON CONFLICT of `COLUMNS` and `stamps`) run for every row as one
+    executemany (SQLAlchemy batches it into multi-row INSERTs)."""
+    records: list[dict[str, Any]] = rows[list(COLUMNS)].to_dict(orient="records")  # type: ignore[assignment]
+    extra = dict(stamps)
+    session.execute(upsert, [r | extra for r in records])
+
+
+def refresh_each(
+    session: Session, rows: pd.DataFrame, fields: Sequence[str], stamps: Mapping[str, Any]
+) -> None:
+    """`refresh_positions` as one executemany UPDATE matched on the key."""
+    # Bound names differ from the columns': an UPDATE's parameters named like a column
+    # would be taken as more SET clauses.
+    stamped = {f"b_{k}": v for k, v in stamps.items()}
+    records = [
+        {f"b_{k}": v for k, v in r.items()} | stamped
+        for r in rows[list(fields)].to_dict(orient="records")
+    ]
+    statement = (
+        update(POSITIONS)
+        .where(and_(*(POSITIONS.c[k] == bindparam(f"b_{k}") for k in KEY)))
+        .values({n: bindparam(f"b_{n}") for n in [*fields, *stamps] if n not in KEY})
+    )
+    session.connection().execute(statement, records)
 
 
 def tuples(rows: pd.DataFrame, names: Sequence[str]) -> Iterator[tuple[Any, ...]]:

@@ -48,7 +48,9 @@ from recon.store.dialects.base import (
     ChangeRows,
     StoreDialect,
     busy_message,
+    refresh_each,
     tuples,
+    upsert_each,
 )
 from recon.store.types import dumps
 
@@ -77,6 +79,16 @@ NOTIFY = text(f"SELECT pg_notify('{NOTIFY_CHANNEL_PREFIX}' || current_schema(), 
 _PG: Any = PGDialect()  # type: ignore[no-untyped-call]
 JOURNAL_LOCK_SQL = str(JOURNAL_LOCK.compile(dialect=_PG, compile_kwargs={"literal_binds": True}))
 _SYNC_KEY: Select[Any] = select(lock_key("sync"))
+# Up to this many rows a write binds them in one executemany (pipelined by the driver); past
+# it they are staged by COPY. A staging table is catalog writes each time it is made: for an
+# account's few positions (a Broker API pass writes thousands of small books) it costs the
+# server more than the rows themselves.
+SMALL_WRITE = 200
+_UPSERT = postgresql.insert(POSITIONS)
+_UPSERT = _UPSERT.on_conflict_do_update(
+    index_elements=list(KEY),
+    set_={c.name: _UPSERT.excluded[c.name] for c in POSITIONS.columns if c.name not in KEEP},
+)
 _LOCKS = table(
     "pg_locks",
     column("pid"),
@@ -111,11 +123,13 @@ class PostgreSQLDialect(StoreDialect):
     ) -> Iterator[str]:
         """A session advisory lock on a connection held for the run: if the process dies,
         the connection drops and the lock goes with it. (`ttl` is the lease's, on SQLite.)"""
-        with self.engine.connect() as connection:
-            query = _SYNC_KEY if name == "sync" else select(lock_key(name))
-            key = connection.execute(query).scalar_one()
-            got = connection.execute(select(func.pg_try_advisory_lock(key))).scalar_one()
-            connection.commit()
+        # Autocommit: a session lock needs no transaction, and the key and the try are one
+        # statement, so taking it is one round trip and giving it back another (a Broker
+        # API pass takes one per account).
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            key_of = (_SYNC_KEY if name == "sync" else select(lock_key(name))).subquery()
+            query = select(key_of.c[0], func.pg_try_advisory_lock(key_of.c[0]))
+            key, got = connection.execute(query).one()
             if not got:
                 raise SyncInProgressError(busy_message(self._holder(key)))
             try:
@@ -126,7 +140,6 @@ class PostgreSQLDialect(StoreDialect):
     def _unlock(self, connection: Connection, key: int) -> None:
         try:
             connection.execute(select(func.pg_advisory_unlock(key)))
-            connection.commit()
         except SQLAlchemyError as exc:
             # The run's own error (often the same dropped connection) must surface, not
             # this one. A session lock dies with its connection: close it for good.
@@ -158,6 +171,9 @@ class PostgreSQLDialect(StoreDialect):
     def upsert_positions(
         self, session: Session, rows: pd.DataFrame, stamps: Mapping[str, Any]
     ) -> None:
+        if len(rows) <= SMALL_WRITE:
+            upsert_each(session, _UPSERT, rows, stamps)
+            return
         with driver.staged(session, POSITIONS, COLUMNS, tuples(rows, COLUMNS)) as stage:
             constants = [literal(v, POSITIONS.c[n].type).label(n) for n, v in stamps.items()]
             source = select(*stage.c, *constants)
@@ -172,6 +188,9 @@ class PostgreSQLDialect(StoreDialect):
     def refresh_positions(
         self, session: Session, rows: pd.DataFrame, fields: Sequence[str], stamps: Mapping[str, Any]
     ) -> None:
+        if len(rows) <= SMALL_WRITE:
+            refresh_each(session, rows, fields, stamps)
+            return
         with driver.staged(session, POSITIONS, fields, tuples(rows, fields)) as stage:
             statement = (
                 update(POSITIONS)

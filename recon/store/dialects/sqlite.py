@@ -11,13 +11,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Table, and_, bindparam, delete, insert, select, update
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from recon.errors import SyncInProgressError
-from recon.position import COLUMNS, KEY
+from recon.position import KEY
 from recon.store.dialects import base
 from recon.store.dialects.base import POSITIONS
 from recon.store.models import PositionEvent, SyncLease
@@ -99,26 +99,12 @@ class SQLiteDialect(base.StoreDialect):
     def upsert_positions(
         self, session: Session, rows: pd.DataFrame, stamps: Mapping[str, Any]
     ) -> None:
-        records: list[dict[str, Any]] = rows[list(COLUMNS)].to_dict(orient="records")  # type: ignore[assignment]
-        extra = dict(stamps)
-        session.execute(_UPSERT, [r | extra for r in records])
+        base.upsert_each(session, _UPSERT, rows, stamps)
 
     def refresh_positions(
         self, session: Session, rows: pd.DataFrame, fields: Sequence[str], stamps: Mapping[str, Any]
     ) -> None:
-        # Bound names differ from the columns': an UPDATE's parameters named like a column
-        # would be taken as more SET clauses.
-        stamped = {f"b_{k}": v for k, v in stamps.items()}
-        records = [
-            {f"b_{k}": v for k, v in r.items()} | stamped
-            for r in rows[list(fields)].to_dict(orient="records")
-        ]
-        statement = (
-            update(POSITIONS)
-            .where(and_(*(POSITIONS.c[k] == bindparam(f"b_{k}") for k in KEY)))
-            .values({n: bindparam(f"b_{n}") for n in [*fields, *stamps] if n not in KEY})
-        )
-        session.connection().execute(statement, records)
+        base.refresh_each(session, rows, fields, stamps)
 
     def insert_changes(self, session: Session, rows: base.ChangeRows) -> None:
         constants = rows.constants()
