@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -204,6 +207,35 @@ def test_second_lock_holder_fails_fast(database_url: str) -> None:
             second.__enter__()
     with sync_lock(engine):  # released
         pass
+
+
+def test_a_lock_released_while_another_takes_it_is_busy_or_taken(database_url: str) -> None:
+    """One thread takes and releases the lock over and over while another tries to take it:
+    each try is taken or busy, never an error. (On SQLite a release between a taker's look
+    at the lease and its write once left no row to read back: a database error, seen when
+    a fill waiting for the lock lost its batch under load.)"""
+    engine = engine_for(database_url)
+    stop = threading.Event()
+    outcomes: Counter[str] = Counter()
+
+    def churn() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(SyncInProgressError), sync_lock(engine):
+                pass
+
+    churner = threading.Thread(target=churn)
+    churner.start()
+    try:
+        for _ in range(300):
+            try:
+                with sync_lock(engine):
+                    outcomes["taken"] += 1
+            except SyncInProgressError:
+                outcomes["busy"] += 1
+    finally:
+        stop.set()
+        churner.join(30)
+    assert sum(outcomes.values()) == 300, outcomes
 
 
 @pytest.mark.postgres

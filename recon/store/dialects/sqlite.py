@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import ColumnElement, Table, delete, insert, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -40,37 +40,22 @@ class SQLiteDialect(base.StoreDialect):
     def sync_lock(self, holder: str, ttl: timedelta, *, name: str = "sync") -> Iterator[str]:
         """SQLite has no session locks: a lease row, taken with one atomic write; a lease
         whose holder process is gone (same host) or whose time ran out is taken over."""
-        engine = self.engine
         now = datetime.now(UTC)
         values = {"holder": holder, "acquired_at": now, "expires_at": now + ttl}
         lease_name = LEASE_NAME if name == "sync" else name
         lease = SyncLease.name == lease_name
-        with engine.connect() as connection:
-            current = connection.execute(
-                select(SyncLease.holder, SyncLease.expires_at).where(lease)
-            ).first()
-            connection.rollback()
-        # Each write below is one statement in its own transaction: a compare-and-set that,
-        # of two racing takers, only the first can win (SQLite runs one writer at a time).
-        with engine.begin() as connection:
-            if current is None:
-                take = sqlite_insert(SyncLease).values(name=lease_name, **values)
-                connection.execute(take.on_conflict_do_nothing(index_elements=["name"]))
-            elif current.expires_at <= now or _holder_is_dead(current.holder):
-                connection.execute(
-                    update(SyncLease)
-                    .where(lease, SyncLease.holder == current.holder)
-                    .values(**values)
-                )
-        with engine.connect() as connection:
-            owner = connection.execute(select(SyncLease.holder).where(lease)).scalar_one()
+        owner = None
+        while owner is None:
+            # None: the lease was released between the look and the take (seen under load);
+            # it is free now, so look again rather than report a lock nobody holds.
+            owner = self._take(lease, lease_name, values, now)
         if owner != holder:
             raise SyncInProgressError(base.busy_message(owner))
         try:
             yield holder
         finally:
             try:
-                with engine.begin() as connection:
+                with self.engine.begin() as connection:
                     connection.execute(delete(SyncLease).where(lease, SyncLease.holder == holder))
             except SQLAlchemyError as exc:
                 # Never mask the run's own outcome. The lease is taken over once this
@@ -80,6 +65,31 @@ class SQLiteDialect(base.StoreDialect):
                     exc,
                     values["expires_at"],
                 )
+
+    def _take(
+        self, lease: ColumnElement[bool], name: str, values: dict[str, Any], now: datetime
+    ) -> str | None:
+        """Take the lease if it is free, expired or its holder is dead; its holder after."""
+        with self.engine.connect() as connection:
+            current = connection.execute(
+                select(SyncLease.holder, SyncLease.expires_at).where(lease)
+            ).first()
+            connection.rollback()
+        # Each write below is one statement in its own transaction: a compare-and-set that,
+        # of two racing takers, only the first can win (SQLite runs one writer at a time).
+        with self.engine.begin() as connection:
+            if current is None:
+                take = sqlite_insert(SyncLease).values(name=name, **values)
+                connection.execute(take.on_conflict_do_nothing(index_elements=["name"]))
+            elif current.expires_at <= now or _holder_is_dead(current.holder):
+                connection.execute(
+                    update(SyncLease)
+                    .where(lease, SyncLease.holder == current.holder)
+                    .values(**values)
+                )
+        with self.engine.connect() as connection:
+            owner: str | None = connection.execute(select(SyncLease.holder).where(lease)).scalar()
+        return owner
 
     def lock_journal(self, session: Session) -> None:
         # pysqlite opens a transaction only at the first write, so a check before the first
