@@ -83,22 +83,13 @@ def reconcile_one(
     return AccountOutcome.applied(final)
 
 
-@task(
+# One account as its own task run: what a batch hands back to retry.
+reconcile_account = task(
     name="reconcile-account",
     retry_jitter_factor=0.5,
     retry_condition_fn=retry_transient,
     cache_policy=NO_CACHE,
-)
-def reconcile_account(
-    account_id: str,
-    clock: dict[str, Any] | None,
-    allow_mass_removal: bool,
-    started_at: datetime,
-    flow_run_id: str | None,
-    trigger: str,
-) -> AccountOutcome:
-    """One account as its own task run: what a batch hands back to retry."""
-    return reconcile_one(account_id, clock, allow_mass_removal, started_at, flow_run_id, trigger)
+)(reconcile_one)
 
 
 @task(name="reconcile-accounts", cache_policy=NO_CACHE)
