@@ -115,17 +115,24 @@ def test_run_row_journal_and_history_are_written_together(database_url: str) -> 
         assert run.result is not None and run.result["summary"]["totalChanges"] == 3
 
 
-def test_one_run_creates_updates_refreshes_and_removes_exactly(database_url: str) -> None:
-    """All four writes in one transaction (on PostgreSQL: two staged COPYs, one COPY)."""
+@pytest.mark.parametrize("filler", [0, 250], ids=["bound", "staged"])
+def test_one_run_creates_updates_refreshes_and_removes_exactly(
+    database_url: str, filler: int
+) -> None:
+    """All four writes in one transaction. On PostgreSQL up to `SMALL_WRITE` (200) rows are
+    bound in one executemany, more are staged by COPY: `filler` positions, created and then
+    marked to market, take the writes past it."""
+    extra = [f"F{i:03d}" for i in range(filler)]
     first = reconcile(
         database_url,
-        [raw_position("AAPL", "10"), raw_position("MSFT", "5"), raw_position("NVDA", "2")],
+        [raw_position("AAPL", "10"), raw_position("MSFT", "5"), raw_position("NVDA", "2")]
+        + [raw_position(symbol, "5") for symbol in extra],
     )
     after = [
         raw_position("AAPL", "10.5"),  # material: qty
         raw_position("MSFT", "5", "101.2500", avg="100.00"),  # mark-to-market only
         raw_position("TSLA", "-3", "200.10"),  # new
-    ]
+    ] + [raw_position(symbol, "5", "101.2500", avg="100.00") for symbol in extra]
     second = reconcile(database_url, after)
     assert (second.created, second.updated, second.removed) == (["TSLA"], ["AAPL"], ["NVDA"])
     with session_factory(database_url)() as session:

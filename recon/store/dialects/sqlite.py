@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import ColumnElement, Table, delete, insert, select, update
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -48,7 +48,7 @@ class SQLiteDialect(base.StoreDialect):
         while owner is None:
             # None: the lease was released between the look and the take (seen under load);
             # it is free now, so look again rather than report a lock nobody holds.
-            owner = self._take(lease, lease_name, values, now)
+            owner = self._take(lease_name, values, now)
         if owner != holder:
             raise SyncInProgressError(base.busy_message(owner))
         try:
@@ -66,10 +66,9 @@ class SQLiteDialect(base.StoreDialect):
                     values["expires_at"],
                 )
 
-    def _take(
-        self, lease: ColumnElement[bool], name: str, values: dict[str, Any], now: datetime
-    ) -> str | None:
-        """Take the lease if it is free, expired or its holder is dead; its holder after."""
+    def _take(self, name: str, values: dict[str, Any], now: datetime) -> str | None:
+        """Take lease `name` if it is free, expired or its holder is dead; its holder after."""
+        lease = SyncLease.name == name
         with self.engine.connect() as connection:
             current = connection.execute(
                 select(SyncLease.holder, SyncLease.expires_at).where(lease)
