@@ -123,31 +123,20 @@ def _prefect_records() -> dict[str, str]:
     with get_client(sync_client=True) as client:
         runs, _ = _all_pages(lambda at: client.read_flow_runs(limit=PAGE, offset=at))
         assert len(runs) == client.count_flow_runs() >= 2
-        # The failed run's process may still be flushing its last logs: as for the events
-        # below, offset paging may then show a log twice but never skips one, so every log
-        # there before paging began is among the distinct ones read.
+        # The failed run's process may still be flushing its last logs: paging by offset until
+        # a short page may then show a log twice but never skips one, so every log there
+        # before paging began is among the distinct ones read.
         present = {log.id for log in client.read_logs(limit=200)}
         logs, log_pages = _all_pages(lambda at: client.read_logs(limit=PAGE, offset=at))
         assert present <= {log.id for log in logs} and log_pages > 1
         artifacts, _ = _all_pages(lambda at: client.read_artifacts(limit=PAGE, offset=at))
         # The successful run made its reconcile-changes table.
         assert any(a.key == "reconcile-changes" for a in artifacts), artifacts
-        window = EventFilter(occurred=EventOccurredFilter(until=datetime.now(UTC)))
-        page = client.read_events(filter=window, limit=PAGE)
-        events, total, event_pages = list(page.events), page.total, 1
-        while page.next_page is not None:
-            page = client.read_events_page(str(page.next_page))
-            events += page.events
-            event_pages += 1
-        # Runs flush their events asynchronously: one may land while we page. Offset paging
-        # then shows a record twice but never skips one, so every event counted at the first
-        # page is among the distinct ones read.
-        distinct = {e.id for e in events}
-        assert len(distinct) >= total and event_pages > 1, (len(distinct), total)
+        events, reads, event_pages = _all_events(client)
     print(
         f"\n[secrets] scanned {len(runs)} flow runs, {len(logs)} logs ({log_pages} pages), "
-        f"{len(artifacts)} artifacts, {len(distinct)} events ({total} when paging began, "
-        f"{event_pages} pages)"
+        f"{len(artifacts)} artifacts, {len(events)} events ({event_pages} pages, "
+        f"{reads} full reads)"
     )
     return {
         "flow run parameters and states": json.dumps(
@@ -157,6 +146,29 @@ def _prefect_records() -> dict[str, str]:
         "artifacts": json.dumps([[a.data, a.description] for a in artifacts], default=str),
         "events": json.dumps([e.model_dump(mode="json") for e in events]),
     }
+
+
+def _all_events(client: Any) -> tuple[list[Any], int, int]:
+    """Every event up to now, the number of full reads it took and the last read's pages.
+
+    Runs flush their events asynchronously, so one may land while we page. Prefect's page
+    token keeps the count of the first page: an event landing among those already read
+    shifts the rest by one, and the oldest is then never served. So read again until one
+    read holds as many distinct events as a count taken after it.
+    """
+    window = EventFilter(occurred=EventOccurredFilter(until=datetime.now(UTC)))
+    for attempt in range(1, 21):
+        page = client.read_events(filter=window, limit=PAGE)
+        events, pages = list(page.events), 1
+        while page.next_page is not None:
+            page = client.read_events_page(str(page.next_page))
+            events += page.events
+            pages += 1
+        distinct = list({e.id: e for e in events}.values())
+        if len(distinct) == client.read_events(filter=window, limit=1).total:
+            assert pages > 1, pages
+            return distinct, attempt, pages
+    raise AssertionError("events kept arriving: no read held them all")
 
 
 def _logs_of(flow_run_id: str) -> list[Any]:
