@@ -15,7 +15,13 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from recon.position import MARKET_FIELDS, MATERIAL_FIELDS, decimal_text, positions_frame
+from recon.position import (
+    MARKET_FIELDS,
+    MATERIAL_FIELDS,
+    decimal_text,
+    frame_records,
+    positions_frame,
+)
 from recon.snapshot import Snapshot
 
 ChangeKind = Literal["created", "updated", "removed"]
@@ -91,9 +97,9 @@ def diff_positions(
     any_material = np.logical_or.reduce(list(material.values()))
 
     created = snapshot[~known]
-    changes = [_whole_row(row, "created") for row in _records(created)]
+    changes = [_whole_row(row, "created") for row in frame_records(created)]
     changes += _updates(book, rows, new, material, any_material)
-    changes += [_whole_row(row, "removed") for row in _records(removed)]
+    changes += [_whole_row(row, "removed") for row in frame_records(removed)]
     changes.sort(key=lambda c: (c.symbol, c.kind, c.asset_id))
     return Diff(
         created=created,
@@ -153,10 +159,6 @@ def _whole_row(row: dict[str, Any], kind: ChangeKind) -> PositionChange:
         n: ((None, v) if kind == "created" else (v, None)) for n, v in values.items()
     }
     return PositionChange(row["asset_id"], row["symbol"], kind, fields)
-
-
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return frame.to_dict(orient="records")  # type: ignore[return-value]
 
 
 def _text(value: Any) -> str | None:

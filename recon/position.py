@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
+from operator import itemgetter
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from alpaca.trading.models import Position as AlpacaPosition
 from pydantic import ValidationError
@@ -41,15 +44,38 @@ REQUIRED_DECIMALS = frozenset({"qty", "avg_entry_price", "cost_basis"})
 COLUMNS = (*KEY, *MATERIAL_FIELDS, *MARKET_FIELDS)
 
 
+# Up to this many records a frame is built from one object array; beyond, by pandas'
+# `from_records`, whose fixed cost (inference, then the cast to object) is several times the
+# array's for one account's book, but whose per-row cost is lower at a large book's size.
+SMALL_FRAME = 1_000
+_ROW = itemgetter(*COLUMNS)
+
+
 def positions_frame(records: list[dict[str, Any]] | list[tuple[Any, ...]]) -> pd.DataFrame:
-    """Position records (dicts keyed by `COLUMNS`, or tuples in their order) as the frame
-    the diff and the writer work on, wherever they come from (the broker, the store).
+    """Position records (dicts holding every one of `COLUMNS`, or tuples in their order) as
+    the frame the diff and the writer work on, wherever they come from (the broker, the store).
 
     Object columns, so a `Decimal` stays one (pandas would make floats of them); indexed by
     asset_id, the key across renames, which is kept as a column too.
     """
-    frame = pd.DataFrame.from_records(records, columns=list(COLUMNS)).astype(object)
+    names = list(COLUMNS)
+    if len(records) > SMALL_FRAME:
+        frame = pd.DataFrame.from_records(records, columns=names).astype(object)
+    else:
+        rows = [_ROW(r) if isinstance(r, dict) else r for r in records]
+        values = np.empty((len(rows), len(names)), dtype=object)
+        if rows:
+            values[:] = rows
+        frame = pd.DataFrame(values, columns=names, dtype=object, copy=False)
     return frame.set_index("asset_id", drop=False)
+
+
+def frame_records(frame: pd.DataFrame, names: Sequence[str] = COLUMNS) -> list[dict[str, Any]]:
+    """`frame`'s rows as dicts of the columns `names`, values as they are (the frames here
+    are object columns): one array read instead of `to_dict(orient="records")`, which goes
+    through pandas' indexing for every row."""
+    keys = list(names)
+    return [dict(zip(keys, row, strict=True)) for row in frame[keys].to_numpy(object).tolist()]
 
 
 class RecordError(ValueError):

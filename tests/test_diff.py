@@ -6,12 +6,22 @@ import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import numpy as np
+import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session, sessionmaker
 
 from recon.diff import Diff, diff_positions, empty_book
-from recon.position import COLUMNS, DECIMAL_FIELDS, MATERIAL_FIELDS
+from recon.position import (
+    COLUMNS,
+    DECIMAL_FIELDS,
+    MATERIAL_FIELDS,
+    SMALL_FRAME,
+    frame_records,
+    parse_record,
+    positions_frame,
+)
 from recon.schemas.result import RunResult
 from recon.snapshot import AccountSummary, Snapshot
 from recon.store.book import load_book
@@ -198,3 +208,26 @@ def test_the_writer_turns_the_stored_book_into_the_snapshot(
     assert sorted(result.updated) == sorted(symbol_of[a] for a in changed)
     assert result.unchanged == len(after.keys() & before.keys()) - len(changed)
     assert (result.event_id is not None) == bool(result.total_changes)
+
+
+def test_a_frame_is_the_same_built_either_way_and_read_back_exactly() -> None:
+    # One account's book is built from one object array, a large one by pandas'
+    # from_records (SMALL_FRAME): both give the same frame, decimals and None as they were.
+    raw = [raw_position(f"S{i}", f"{i}.{i % 7}01", "12.5") for i in range(SMALL_FRAME + 1)]
+    raw[3]["unrealized_intraday_pl"] = None
+    records = [parse_record(r, "acct") for r in raw]
+    rows = [tuple(r[name] for name in COLUMNS) for r in records]
+    large = positions_frame(records)  # past SMALL_FRAME: from_records
+    assert len(large) == SMALL_FRAME + 1
+    for small in (positions_frame(records[:SMALL_FRAME]), positions_frame(rows[:SMALL_FRAME])):
+        pd.testing.assert_frame_equal(small, large.iloc[:SMALL_FRAME])
+        assert set(small.dtypes) == {np.dtype(object)} and small.index.dtype == object
+        assert small.loc[records[3]["asset_id"], "unrealized_intraday_pl"] is None
+        assert frame_records(small) == records[:SMALL_FRAME]
+        assert frame_records(small) == small.to_dict(orient="records")
+    assert frame_records(large, ["symbol", "qty"]) == [
+        {"symbol": r["symbol"], "qty": r["qty"]} for r in records
+    ]
+    assert str(large.loc[records[5]["asset_id"], "qty"]) == "5.501"
+    empty = positions_frame([])
+    assert list(empty.columns) == list(COLUMNS) and frame_records(empty) == []

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
-import pandas as pd
 from sqlalchemy.orm import Session
 
 from recon.diff import diff_positions
@@ -17,7 +16,7 @@ from recon.fills.batch import Batch
 from recon.fills.book import count_positions, load_assets
 from recon.fills.lock import wait_for_sync_lock
 from recon.fills.read import PositionReader, read_assets
-from recon.position import COLUMNS, RecordError, parse_record
+from recon.position import RecordError, parse_record, positions_frame
 from recon.safety import check_removals
 from recon.schemas.result import RunResult
 from recon.settings import Settings
@@ -105,10 +104,9 @@ def _snapshot(account_id: str, records: list[dict[str, object]]) -> Snapshot:
                     asset_id=asset_id if isinstance(asset_id, str) else None,
                 )
             )
-    frame = pd.DataFrame.from_records(rows, columns=list(COLUMNS)).astype(object)
     return Snapshot(
         account=AccountSummary(account_id, None, None),
-        positions=frame.set_index("asset_id", drop=False),
+        positions=positions_frame(rows),
         errors=errors,
         listed_count=len(records),
         listed_long_value=Decimal(0),

@@ -6,7 +6,7 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from recon.position import COLUMNS
+from recon.position import COLUMNS, positions_frame
 from recon.store.models import Position
 
 _COLUMNS = [getattr(Position, name) for name in COLUMNS]
@@ -17,8 +17,7 @@ def load_assets(session: Session, account_id: str, asset_ids: list[str]) -> pd.D
         Position.account_id == account_id, Position.asset_id.in_(asset_ids)
     )
     rows = [tuple(row) for row in session.connection().execute(query)]
-    frame = pd.DataFrame.from_records(rows, columns=list(COLUMNS)).astype(object)
-    return frame.set_index("asset_id", drop=False)
+    return positions_frame(rows)
 
 
 def count_positions(session: Session, account_id: str) -> int:

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, Insert, Table, and_, bindparam, delete, select, u
 from sqlalchemy.orm import Session
 
 from recon.diff import PositionChange
-from recon.position import COLUMNS, KEY
+from recon.position import COLUMNS, KEY, frame_records
 from recon.store.models import Position
 from recon.store.models import PositionChange as ChangeRow
 
@@ -112,9 +112,8 @@ def upsert_each(
 ) -> None:
     """`upsert` (an INSERT … ON CONFLICT of `COLUMNS` and `stamps`) run for every row as one
     executemany (SQLAlchemy batches it into multi-row INSERTs)."""
-    records: list[dict[str, Any]] = rows[list(COLUMNS)].to_dict(orient="records")  # type: ignore[assignment]
     extra = dict(stamps)
-    session.execute(upsert, [r | extra for r in records])
+    session.execute(upsert, [r | extra for r in frame_records(rows)])
 
 
 def refresh_each(
@@ -124,10 +123,7 @@ def refresh_each(
     # Bound names differ from the columns': an UPDATE's parameters named like a column
     # would be taken as more SET clauses.
     stamped = {f"b_{k}": v for k, v in stamps.items()}
-    records = [
-        {f"b_{k}": v for k, v in r.items()} | stamped
-        for r in rows[list(fields)].to_dict(orient="records")
-    ]
+    records = [{f"b_{k}": v for k, v in r.items()} | stamped for r in frame_records(rows, fields)]
     statement = (
         update(POSITIONS)
         .where(and_(*(POSITIONS.c[k] == bindparam(f"b_{k}") for k in KEY)))
