@@ -88,9 +88,11 @@ def diff_positions(
 
     rows = at[known]
     new = snapshot[known]
+    # Each frame read once as one object array (a column lookup per field costs more).
+    before, after = _columns(book, rows), _columns(new)
 
     def moved(name: str) -> np.ndarray:
-        return ~_same(book[name].to_numpy(dtype=object)[rows], new[name].to_numpy(dtype=object))
+        return ~_same(before[name], after[name])
 
     material = {name: moved(name) for name in MATERIAL_FIELDS}
     market = np.logical_or.reduce([moved(name) for name in MARKET_FIELDS])
@@ -98,7 +100,7 @@ def diff_positions(
 
     created = snapshot[~known]
     changes = [_whole_row(row, "created") for row in frame_records(created)]
-    changes += _updates(book, rows, new, material, any_material)
+    changes += _updates(before, after, new.index.to_numpy(), material, any_material)
     changes += [_whole_row(row, "removed") for row in frame_records(removed)]
     changes.sort(key=lambda c: (c.symbol, c.kind, c.asset_id))
     return Diff(
@@ -128,25 +130,31 @@ def _same(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return np.asarray(left == right, dtype=bool)
 
 
+def _columns(frame: pd.DataFrame, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """`frame`'s columns (of `rows` only, if given) as object arrays, by name."""
+    values = frame.to_numpy(dtype=object)
+    if rows is not None:
+        values = values[rows]
+    return {name: values[:, i] for i, name in enumerate(frame.columns)}
+
+
 def _updates(
-    book: pd.DataFrame,
-    rows: np.ndarray,
-    new: pd.DataFrame,
+    before: dict[str, np.ndarray],
+    after: dict[str, np.ndarray],
+    ids: np.ndarray,
     material: dict[str, np.ndarray],
     any_material: np.ndarray,
 ) -> list[PositionChange]:
-    ids = new.index.to_numpy()
     details: dict[str, dict[str, tuple[str | None, str | None]]] = {
         i: {} for i in ids[any_material]
     }
     for name, changed in material.items():
         if not changed.any():
             continue
-        before = book[name].to_numpy(dtype=object)[rows[changed]]
-        after = new[name].to_numpy(dtype=object)[changed]
-        for asset_id, b, a in zip(ids[changed], before, after, strict=True):
+        pairs = zip(ids[changed], before[name][changed], after[name][changed], strict=True)
+        for asset_id, b, a in pairs:
             details[asset_id][name] = (_text(b), _text(a))
-    symbols = new["symbol"].to_numpy(dtype=object)[any_material]
+    symbols = after["symbol"][any_material]
     return [
         PositionChange(asset_id, symbol, "updated", details[asset_id])
         for asset_id, symbol in zip(ids[any_material], symbols, strict=True)

@@ -108,6 +108,27 @@ def test_nothing_listening_is_transient(sim: Sim) -> None:
         broker(sim, ALPACA_BASE_URL=f"http://127.0.0.1:{port}").fetch_snapshot()
 
 
+def test_the_environments_proxy_settings_still_apply(sim: Sim, env: pytest.MonkeyPatch) -> None:
+    """The session reads the proxy variables once per origin, not on every request; an
+    operator's proxy (and its exceptions) still apply."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    for name in ("HTTP_PROXY", "http_proxy"):
+        env.setenv(name, f"http://127.0.0.1:{closed}")
+    for name in ("NO_PROXY", "no_proxy"):
+        env.delenv(name, raising=False)
+    through_proxy = broker(sim)
+    with pytest.raises(BrokerTransientError, match="connection failed"):
+        through_proxy.fetch_snapshot()
+    env.setenv("NO_PROXY", "127.0.0.1")  # the tests' own client goes straight again too
+    assert sim.requests("/v2/positions") == []
+    # A session made now takes the exception; the one above keeps what it read.
+    assert broker(sim).fetch_snapshot().positions
+    with pytest.raises(BrokerTransientError, match="connection failed"):
+        through_proxy.fetch_snapshot()
+
+
 def test_missing_keys_are_a_clear_error_not_fake_data(env: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigurationError, match="ALPACA_API_KEY and ALPACA_SECRET_KEY"):
         AlpacaTradingBroker(Settings(_env_file=None))  # type: ignore[call-arg]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 from alpaca.common.exceptions import APIError
@@ -20,20 +21,44 @@ from recon.errors import (
 )
 from recon.settings import Settings
 
+if TYPE_CHECKING:
+    from requests.sessions import _Settings
+
 _Client = TypeVar("_Client", bound=RESTClient)
 _TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
 class TimeoutSession(requests.Session):
-    """A session that puts a timeout on every request; alpaca-py passes none."""
+    """A session that puts a timeout on every request (alpaca-py passes none), and reads
+    the environment's proxy and CA settings once per origin: requests reads them on every
+    request, a scan of the whole of `os.environ` each time (a flow run's holds dozens of
+    PREFECT_ variables), which was a tenth of an account's CPU in a Broker API pass."""
 
     def __init__(self, timeout: float) -> None:
         super().__init__()
         self._timeout = timeout
+        self._environment: dict[tuple[Any, ...], _Settings] = {}
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("timeout", self._timeout)
         return super().request(method, url, *args, **kwargs)
+
+    def merge_environment_settings(
+        self, url: str | bytes | None, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> _Settings:
+        text = url.decode() if isinstance(url, bytes) else url or ""
+        key = (
+            urlsplit(text)[:2],
+            tuple(sorted((proxies or {}).items())),
+            stream,
+            verify,
+            cert,
+        )
+        found = self._environment.get(key)
+        if found is None:
+            found = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            self._environment[key] = found
+        return found.copy()
 
 
 def bounded(client: _Client, timeout: float) -> _Client:
