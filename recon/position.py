@@ -75,7 +75,13 @@ def frame_records(frame: pd.DataFrame, names: Sequence[str] = COLUMNS) -> list[d
     are object columns): one array read instead of `to_dict(orient="records")`, which goes
     through pandas' indexing for every row."""
     keys = list(names)
-    return [dict(zip(keys, row, strict=True)) for row in frame[keys].to_numpy(object).tolist()]
+    values = frame.to_numpy(object)
+    if list(frame.columns) != keys:  # a selection by positions: `frame[keys]` copies a frame
+        at = frame.columns.get_indexer(pd.Index(keys))
+        if (at < 0).any():
+            raise KeyError(f"no column {keys[int(np.argmin(at))]!r}")
+        values = values[:, at]
+    return [dict(zip(keys, row, strict=True)) for row in values.tolist()]
 
 
 class RecordError(ValueError):

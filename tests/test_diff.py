@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session, sessionmaker
@@ -229,5 +230,7 @@ def test_a_frame_is_the_same_built_either_way_and_read_back_exactly() -> None:
         {"symbol": r["symbol"], "qty": r["qty"]} for r in records
     ]
     assert str(large.loc[records[5]["asset_id"], "qty"]) == "5.501"
+    with pytest.raises(KeyError, match="'nope'"):
+        frame_records(large, ["qty", "nope"])
     empty = positions_frame([])
     assert list(empty.columns) == list(COLUMNS) and frame_records(empty) == []
