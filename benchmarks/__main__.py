@@ -30,7 +30,18 @@ from typing import Any  # noqa: E402
 
 from benchmarks.report import tables, write  # noqa: E402
 
-FIGURES = ("core", "flow", "trigger", "fanout", "e2e", "fills", "oneshot", "status", "broker")
+FIGURES = (
+    "core",
+    "flow",
+    "trigger",
+    "fanout",
+    "e2e",
+    "fills",
+    "oneshot",
+    "status",
+    "broker",
+    "account",
+)
 
 
 def _ints(text: str) -> list[int]:
@@ -86,6 +97,9 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["sqlite", "postgresql"],
         help="the broker pass's Prefect server database (default sqlite, as `recon up`)",
     )
+    parser.add_argument(
+        "--account-accounts", type=int, help="accounts of the account-path figure (default 500)"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/latest.json"))
     args = parser.parse_args(argv)
     quick = args.quick
@@ -99,6 +113,9 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     args.broker_accounts = args.broker_accounts or (broker.QUICK_SIZES if quick else broker.SIZES)
     args.broker_workers = args.broker_workers or (broker.QUICK_WORKERS if quick else broker.WORKERS)
     args.broker_parallelism = args.broker_parallelism or broker.PARALLELISM
+    from benchmarks.account import ACCOUNTS, QUICK_ACCOUNTS
+
+    args.account_accounts = args.account_accounts or (QUICK_ACCOUNTS if quick else ACCOUNTS)
     args.repeat = args.repeat or (2 if quick else 3)
     args.trigger_runs = args.trigger_runs or (4 if quick else 20)
     args.clients = args.clients or (200 if quick else 1_000)
@@ -148,6 +165,12 @@ def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
 
         for dialect in args.broker_databases:
             _guarded(rows, "broker", dialect, partial(bench_broker, dialect, args, root))
+    if "account" in args.only:  # no Prefect (benchmarks/account.py)
+        from benchmarks.account import bench_account
+
+        for dialect in args.databases:
+            call = partial(bench_account, dialect, args.account_accounts, root)
+            _guarded(rows, "account", dialect, call)
     if not {"flow", "trigger", "fanout", "e2e", "fills", "status"} & set(args.only):
         return rows
     from benchmarks.flow import bench_flow
