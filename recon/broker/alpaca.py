@@ -32,7 +32,7 @@ class TimeoutSession(requests.Session):
     """A session that puts a timeout on every request (alpaca-py passes none), and reads
     the environment's proxy and CA settings once per origin: requests reads them on every
     request, a scan of the whole of `os.environ` each time (a flow run's holds dozens of
-    PREFECT_ variables), which was a tenth of an account's CPU in a Broker API pass."""
+    PREFECT_ variables), which a Broker API pass pays twice per account."""
 
     def __init__(self, timeout: float) -> None:
         super().__init__()
