@@ -41,6 +41,7 @@ FIGURES = (
     "status",
     "broker",
     "account",
+    "prefect",
 )
 
 
@@ -100,6 +101,9 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--account-accounts", type=int, help="accounts of the account-path figure (default 500)"
     )
+    parser.add_argument(
+        "--prefect-events", type=int, help="events of the Prefect-costs figure (default 1000)"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/latest.json"))
     args = parser.parse_args(argv)
     quick = args.quick
@@ -116,6 +120,9 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     from benchmarks.account import ACCOUNTS, QUICK_ACCOUNTS
 
     args.account_accounts = args.account_accounts or (QUICK_ACCOUNTS if quick else ACCOUNTS)
+    from benchmarks.prefect_costs import EVENTS, QUICK_EVENTS
+
+    args.prefect_events = args.prefect_events or (QUICK_EVENTS if quick else EVENTS)
     args.repeat = args.repeat or (2 if quick else 3)
     args.trigger_runs = args.trigger_runs or (4 if quick else 20)
     args.clients = args.clients or (200 if quick else 1_000)
@@ -171,6 +178,12 @@ def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
         for dialect in args.databases:
             call = partial(bench_account, dialect, args.account_accounts, root)
             _guarded(rows, "account", dialect, call)
+    if "prefect" in args.only:  # its own Prefect server per database
+        from benchmarks.prefect_costs import bench_prefect_costs
+
+        for backend in args.prefect_databases:
+            call = partial(bench_prefect_costs, root, backend, args.prefect_events)
+            _guarded(rows, "prefect", backend, call)
     if not {"flow", "trigger", "fanout", "e2e", "fills", "status"} & set(args.only):
         return rows
     from benchmarks.flow import bench_flow
