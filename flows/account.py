@@ -21,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.publish import publish_account_changed
 from flows.retries import retry_transient
 from recon.broker.broker_api import BrokerApi
+from recon.broker.protocol import RawSnapshot
 from recon.diff import diff_book
 from recon.errors import BrokerRejectedError, BrokerTransientError
 from recon.logfmt import line
@@ -55,9 +56,21 @@ def reconcile_one(
 ) -> AccountOutcome:
     """Fetch, parse, check, diff and persist one account; nothing of it outlives the call
     but its small outcome, so memory stays flat in the number of accounts."""
+    raw = BrokerApi.for_thread(get_settings()).broker_for(account_id, clock).fetch_snapshot()
+    return apply_snapshot(account_id, raw, allow_mass_removal, started_at, flow_run_id, trigger)
+
+
+def apply_snapshot(
+    account_id: str,
+    raw: RawSnapshot,
+    allow_mass_removal: bool,
+    started_at: datetime,
+    flow_run_id: str | None,
+    trigger: str,
+) -> AccountOutcome:
+    """Parse, check, diff and persist one account's fetched snapshot."""
     settings = get_settings()
     logger = get_run_logger()
-    raw = BrokerApi.for_thread(settings).broker_for(account_id, clock).fetch_snapshot()
     snapshot = parse_snapshot(raw)
     if snapshot.account_id != account_id:
         raise BrokerRejectedError(
@@ -102,19 +115,28 @@ def reconcile_batch(
     trigger: str,
 ) -> Batch:
     """Each account of the batch in turn, each its own unit: one account's error is that
-    account's alone, and the batch goes on."""
+    account's alone, and the batch goes on. The snapshots are fetched a few accounts at a
+    time (RECON_BROKER_FETCH_GROUP) on one rate-limit acquisition: each acquisition costs
+    the Prefect server a write, and one per account was most of its share of a pass."""
+    settings = get_settings()
+    api = BrokerApi.for_thread(settings)
+    size = api.group_size(settings.broker_fetch_group)
     batch = Batch()
-    for account_id in account_ids:
-        try:
-            outcome = reconcile_one(
-                account_id, clock, allow_mass_removal, started_at, flow_run_id, trigger
-            )
-        except BrokerTransientError as exc:
-            batch.retry[account_id] = _reason(exc)
-        except Exception as exc:
-            batch.failed[account_id] = _reason(exc)
-        else:
-            batch.applied.append(outcome)
+    for start in range(0, len(account_ids), size):
+        group = account_ids[start : start + size]
+        for account_id, fetched in zip(group, api.fetch_snapshots(group, clock), strict=True):
+            try:
+                if isinstance(fetched, Exception):
+                    raise fetched
+                outcome = apply_snapshot(
+                    account_id, fetched, allow_mass_removal, started_at, flow_run_id, trigger
+                )
+            except BrokerTransientError as exc:
+                batch.retry[account_id] = _reason(exc)
+            except Exception as exc:
+                batch.failed[account_id] = _reason(exc)
+            else:
+                batch.applied.append(outcome)
     return batch
 
 

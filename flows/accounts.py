@@ -25,7 +25,8 @@ from flows.retries import retry_transient
 from flows.shards import run_shards
 from flows.trigger import run_trigger
 from recon.broker.broker_api import BrokerApi
-from recon.broker.pacing import ensure_rate_limit
+from recon.broker.pacing import RATE_LIMIT_NAME, ensure_rate_limit
+from recon.broker.slots import acquisitions
 from recon.logfmt import line
 from recon.schemas.accounts import AccountOutcome, BrokerRunResult
 from recon.settings import Settings, get_settings
@@ -67,6 +68,7 @@ def reconcile_accounts(
     ids, clock = listing(account_ids)
     logger.info(line("Reconciling accounts", accounts=len(ids)))
     started_at = datetime.now(UTC)
+    trips = acquisitions(RATE_LIMIT_NAME)
     trigger = run_trigger()
     record_as = parent_flow_run_id or flow_run_id
     if account_ids is None and settings.shards > 1 and len(ids) > 1:
@@ -84,7 +86,11 @@ def reconcile_accounts(
     counts = result.accounts
     logger.info(
         line(
-            "Accounts reconciled", total=counts.total, applied=counts.applied, failed=counts.failed
+            "Accounts reconciled",
+            total=counts.total,
+            applied=counts.applied,
+            failed=counts.failed,
+            rateLimitAcquisitions=acquisitions(RATE_LIMIT_NAME) - trips,
         )
     )
     if counts.total and counts.applied == 0:

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     # once (a settled window's futures are dropped).
     broker_batch_size: int = Field(default=20, ge=1, le=1000, alias="RECON_BROKER_BATCH_SIZE")
     broker_map_window: int = Field(default=64, ge=1, alias="RECON_BROKER_MAP_WINDOW")
+    # Broker mode: accounts of a batch fetched on one rate-limit acquisition (their
+    # requests back to back, then each account applied in turn).
+    broker_fetch_group: int = Field(default=5, ge=1, le=50, alias="RECON_BROKER_FETCH_GROUP")
     # Broker mode: split each pass into this many child runs of `reconcile-positions/shard`.
     shards: int = Field(default=1, ge=1, le=64, alias="RECON_SHARDS")
     # Broker mode's fill listener (`/v2/events/trades`): after a restart the replay starts this

@@ -4,6 +4,7 @@ the simulator's `/v1` over HTTP, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from sqlalchemy import select
 
 from flows.reconcile import reconcile_positions
 from recon.broker.pacing import RATE_LIMIT_NAME, Pacer, rate_limit_shape
-from recon.broker.slots import SlotQueue
+from recon.broker.slots import SlotQueue, acquisitions
 from recon.settings import Settings
 from recon.store.database import session_factory
 from recon.store.journal import POSITION_UPDATED, SYSTEM_ERROR, read_events
@@ -33,6 +34,7 @@ from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 ACCOUNTS = 4
+ACCOUNT_PATH = re.compile(r"^/v1/trading/accounts/([^/]+)/(positions|account)$")
 
 
 @pytest.fixture(scope="module")
@@ -263,41 +265,65 @@ def test_recon_sync_prints_the_accounts(broker_mode: str, bsim: Sim, tmp_path: P
     assert bsim.secret_key not in done.stdout + done.stderr + again.stdout + again.stderr
 
 
-def test_an_accounts_two_requests_take_their_slots_in_one_trip() -> None:
-    """`Pacer.reserve(2)` takes both slots from the Prefect limit at once; the two `admit`s
-    after it spend them without asking the server; the next one asks again. What a
-    reservation left unspent is not carried to the next."""
+def test_reserved_slots_are_spent_in_their_block_and_dropped_after() -> None:
+    """`Pacer.reserved(2)` takes both slots from the Prefect limit at once; the two `admit`s
+    in the block spend them without asking the server; the next one asks again. What a
+    block leaves unspent is dropped with it, and a 429 waited out drops it too: a slot is
+    spent only right after its grant."""
     name = "test-reserve"
     with get_client(sync_client=True) as client:
         # Slots that decay far slower than the test runs: what is taken stays visible.
         client.create_global_concurrency_limit(
-            GlobalConcurrencyLimitCreate(name=name, limit=10, slot_decay_per_second=0.001)
+            GlobalConcurrencyLimitCreate(name=name, limit=20, slot_decay_per_second=0.001)
         )
 
         def taken() -> int:
             return client.read_global_concurrency_limit_by_name(name).active_slots
 
         pacer = Pacer(Settings(), limit_name=name)
-        pacer.reserve(2)
-        assert taken() == 2
+        with pacer.reserved(2):
+            assert taken() == 2
+            pacer.admit()
+            pacer.admit()
+            assert taken() == 2
+            pacer.admit()
+            assert taken() == 3
+        # A block whose requests were not all sent (one of two, say) leaves a slot behind:
+        # the next request outside it asks the server again.
+        with pacer.reserved(2):
+            pacer.admit()
+        assert taken() == 5
         pacer.admit()
-        pacer.admit()
-        assert taken() == 2
-        pacer.admit()
-        assert taken() == 3
-        # A reservation whose requests were not all sent (one of two, say) leaves its
-        # slot behind; the next reservation drops it instead of letting a slot granted
-        # earlier be spent later.
-        pacer.reserve(2)
-        pacer.admit()
-        pacer.reserve(2)
-        assert taken() == 7
-        pacer.admit()
-        pacer.admit()
-        assert taken() == 7
-        pacer.admit()
-        assert taken() == 8
+        assert taken() == 6
+        with pacer.reserved(4):
+            pacer.admit()
+            assert pacer.wait_out(0.0)  # a 429 with its reset already here
+            pacer.admit()
+        assert taken() == 11
         client.delete_global_concurrency_limit_by_name(name)
+
+
+def test_a_batch_fetches_a_group_of_accounts_on_one_acquisition(
+    broker_mode: str, bsim: Sim, env: pytest.MonkeyPatch
+) -> None:
+    """One batch of four on one thread, RECON_BROKER_FETCH_GROUP=2: the listing's pages and
+    the clock take a slot each, then each group of two accounts one acquisition of four
+    slots; every account applied."""
+    env.setenv("RECON_BROKER_BATCH_SIZE", str(ACCOUNTS))
+    env.setenv("RECON_BROKER_PARALLELISM", "1")
+    env.setenv("RECON_BROKER_FETCH_GROUP", "2")
+    bsim.reset_log()
+    before = acquisitions(RATE_LIMIT_NAME)
+    state = run()
+    assert state.is_completed(), state.message
+    assert state.result()["accounts"]["applied"] == ACCOUNTS
+    log = [r["path"] for r in bsim.requests() if r["path"].startswith("/v1/")]
+    fetched = [m[1] for path in log if (m := ACCOUNT_PATH.match(path))]
+    ids = bsim.account_ids()
+    assert fetched == [ids[0], ids[0], ids[1], ids[1], ids[2], ids[2], ids[3], ids[3]]
+    alone = len(log) - len(fetched)  # the listing's pages and the clock
+    assert acquisitions(RATE_LIMIT_NAME) - before == alone + ACCOUNTS // 2
+    assert books(broker_mode).keys() == set(ids)
 
 
 def test_accounts_mapped_a_window_at_a_time_are_all_reconciled(

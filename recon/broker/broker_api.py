@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -86,6 +86,26 @@ class BrokerApi:
             # two accounts created in the same instant are not lost (duplicates are skipped).
             after = _created(fresh[-1]) - timedelta(microseconds=1)
 
+    def group_size(self, wanted: int) -> int:
+        """Accounts whose snapshots one reservation can cover (two requests each), at most
+        `wanted`: never more slots than the limit holds."""
+        return max(1, min(wanted, self.pacer.most // 2))
+
+    def fetch_snapshots(
+        self, account_ids: Sequence[str], clock: dict[str, Any] | None
+    ) -> list[RawSnapshot | Exception]:
+        """A few accounts' snapshots, in order: one acquisition takes every slot their
+        requests need, then the requests go out back to back. An account's error is
+        returned in its place, so it stays that account's own."""
+        found: list[RawSnapshot | Exception] = []
+        with self.pacer.reserved(2 * len(account_ids)):
+            for account_id in account_ids:
+                try:
+                    found.append(self.broker_for(account_id, clock).fetch_reserved())
+                except Exception as exc:
+                    found.append(exc)
+        return found
+
     def broker_for(self, account_id: str, clock: dict[str, Any] | None = None) -> AccountBroker:
         """One account's `Broker`; with `clock`, the run's clock (read once, not per account)."""
         return AccountBroker(self, account_id, clock)
@@ -108,8 +128,12 @@ class AccountBroker:
         self._clock = clock
 
     def fetch_snapshot(self) -> RawSnapshot:
+        with self._api.pacer.reserved(2):  # the two requests, sent one after the other
+            return self.fetch_reserved()
+
+    def fetch_reserved(self) -> RawSnapshot:
+        """The snapshot, its two requests spending slots reserved by the caller."""
         client, account_id = self._api.client, self.account_id
-        self._api.pacer.reserve(2)  # the two requests below, sent one after the other
         try:
             positions = self._api.call(
                 "positions", lambda: client.get_all_positions_for_account(account_id)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from recon.broker.slots import slot_queue
@@ -20,6 +21,10 @@ if TYPE_CHECKING:
 
 # The global concurrency limit (with slot decay) every Broker API request passes.
 RATE_LIMIT_NAME = "recon-broker-api"
+# A reserved slot not spent this soon after its grant is dropped, not spent late: the
+# limit's window bounds when slots are granted, and so when requests arrive only while
+# every request follows its grant closely.
+RESERVATION_SECONDS = 0.5
 
 
 def rate_limit_shape(per_minute: int) -> tuple[int, float]:
@@ -86,40 +91,57 @@ class Pacer:
         self.max_waits = settings.rate_limit_max_waits
         self._sleep = sleep
         self.waited = 0  # 429s waited out, for the logs
-        # Slots taken ahead by `reserve` and not yet spent by `admit`.
+        # Slots taken ahead by `reserved` and not yet spent by `admit`, and their grant.
         self._banked = 0
+        self._banked_at = 0.0
         self._lock = threading.Lock()
 
-    def reserve(self, requests: int) -> None:
-        """Take the slots of `requests` requests about to be sent back to back (an
-        account's positions and summary) in one acquisition instead of one each. Only for
-        requests sent at once, so the limit's window still bounds their arrivals."""
+    @property
+    def most(self) -> int:
+        """The most slots one acquisition takes: the limit's size."""
+        return self._most
+
+    @contextmanager
+    def reserved(self, requests: int) -> Iterator[None]:
+        """Take the slots of `requests` requests the block sends back to back (a few
+        accounts' positions and summaries) in one acquisition instead of one each; what the
+        block leaves unspent (requests that failed before sending) is dropped with it."""
         slots = min(requests, self._most)
         if self._limit_name is None or slots < 1:
+            yield
             return
         slot_queue(self._limit_name, self._most).take(slots)
         with self._lock:
-            # What an earlier reservation left unspent (its requests failed before sending)
-            # is dropped, not carried: a slot is only ever spent right after its grant.
-            self._banked = slots
+            self._banked, self._banked_at = slots, time.monotonic()
+        try:
+            yield
+        finally:
+            self._drop()
 
     def admit(self) -> None:
-        """Block until the global rate limit has room (a no-op without one); a slot taken
-        by `reserve` is spent first."""
+        """Block until the global rate limit has room (a no-op without one); a slot
+        reserved moments ago is spent first."""
         if self._limit_name is None:
             return
         with self._lock:
-            if self._banked:
+            if self._banked and time.monotonic() - self._banked_at <= RESERVATION_SECONDS:
                 self._banked -= 1
                 return
+            self._banked = 0
         slot_queue(self._limit_name, self._most).take(1)
+
+    def _drop(self) -> None:
+        with self._lock:
+            self._banked = 0
 
     def wait_out(self, delay: float | None) -> bool:
         """After a 429: sleep until its reset (a little past it); False if it named none, or
         one further away than RECON_RATE_LIMIT_MAX_WAIT_SECONDS."""
         if delay is None or delay > self._max_wait:
             return False
-        # Reset is whole seconds: the limit opens within the second it names.
+        # Reset is whole seconds: the limit opens within the second it names. Slots
+        # reserved before the wait would be spent long after their grant: dropped.
+        self._drop()
         self._sleep(delay + 0.05)
         self.waited += 1
         return True

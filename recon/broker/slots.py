@@ -28,6 +28,12 @@ def slot_queue(name: str, most: int) -> SlotQueue:
         return queue
 
 
+def acquisitions(name: str) -> int:
+    """The acquisitions this process has made of limit `name`, for the logs."""
+    with _registry_lock:
+        return sum(q.trips for (found, _), q in _registry.items() if found == name)
+
+
 class _Batch:
     """Requests granted by one acquisition."""
 
