@@ -90,6 +90,11 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
         help="broker pass threads per flow-run process (default 8, RECON_BROKER_PARALLELISM's)",
     )
     parser.add_argument(
+        "--broker-fetch-group",
+        type=int,
+        help="broker pass accounts fetched per rate-limit acquisition (RECON_BROKER_FETCH_GROUP)",
+    )
+    parser.add_argument(
         "--broker-databases", default="postgresql", help="the broker pass's app database(s)"
     )
     parser.add_argument(

@@ -28,16 +28,19 @@ import logging
 import re
 import shutil
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import LogFilter, LogFilterTextSearch
 from sqlalchemy import select
 
 from benchmarks.broker_procs import Peaks, pass_stack
 from benchmarks.common import Database, database, median, ratio
 from benchmarks.cpu import Machine, postgres_seconds, tree_seconds
+from recon.settings import Settings
 from recon.store.database import session_factory
 from recon.store.models import SyncRun
 from simulator.faults import RequestLog
@@ -53,6 +56,7 @@ WORKERS = [1, 2, 4]
 QUICK_WORKERS = [1, 2]
 PARALLELISM = [8]  # RECON_BROKER_PARALLELISM, its default: threads per flow-run process
 ACCOUNT_IN_PATH = re.compile(r"^/v1/trading/accounts/([^/]+)/")
+ACQUISITIONS = re.compile(r"\"rateLimitAcquisitions\": (\d+)")
 
 
 def bench_broker(dialect: str, args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
@@ -95,6 +99,9 @@ def _settings(served: SimulatorServer, workers: int, threads: int) -> dict[str, 
         "RECON_FETCH_RETRIES": "2",
         # A first load creates every position: no removals, but no cap in the way either.
         "RECON_MAX_REMOVALS": "1000000",
+        # As `recon up` runs it (the CLI's own default is WARNING): the runs' INFO lines,
+        # the acquisitions among them, reach the Prefect API.
+        "PREFECT_LOGGING_LEVEL": "INFO",
     }
 
 
@@ -112,6 +119,8 @@ def _pass(
     sim = served.app.simulator
     with database(dialect, root, f"broker{n}x{workers}x{threads}") as db:
         env = stack_env(home, "", served, db.url) | _settings(served, workers, threads)
+        if args.broker_fetch_group:
+            env["RECON_BROKER_FETCH_GROUP"] = str(args.broker_fetch_group)
         with pass_stack(home, env, workers, args.broker_prefect_db) as stack:
             watched = [w.pid for w in stack.workers] or [stack.runner.pid]
             peaks = Peaks([*watched, stack.runner.pid])
@@ -128,6 +137,7 @@ def _pass(
             finally:
                 peaks.stop()
             cpu = _cpu_since(before, _cpu(stack.prefect.pid), peaks, n)
+            cpu["acquisitions"] = _acquisitions(stack.client, 1 + (workers if workers > 1 else 0))
         entries = [e for e in sim.log.entries() if e["seq"] > seq0]
         throttled = sim.rate_limit.throttled - throttled0
         row = _measure(n, workers, threads, db, final, entries, throttled)
@@ -139,6 +149,7 @@ def _pass(
         | {
             "dialect": dialect,
             "prefect_db": args.broker_prefect_db,
+            "fetch_group": args.broker_fetch_group or Settings().broker_fetch_group,
             "worker_peak_rss_mb": max(shard_peaks or parent_peaks, default=None),
             "shard_peaks_mb": shard_peaks,
             # Workers that ran at least one shard (each runs one at a time: `--limit 1`).
@@ -146,6 +157,23 @@ def _pass(
             "parent_peak_rss_mb": max(parent_peaks, default=None),
         }
     )
+
+
+def _acquisitions(client: Callable[[], SyncPrefectClient], runs: int) -> int:
+    """The pass's rate-limit acquisitions, as each of its `runs` flow runs (the parent and
+    every shard) logged its own; the server is the pass's own, so every such log is."""
+    query = LogFilter(text=LogFilterTextSearch(query="rateLimitAcquisitions"))
+
+    def logged() -> list[int] | None:
+        with client() as prefect:
+            found = [
+                int(m)
+                for log in prefect.read_logs(query)
+                for m in ACQUISITIONS.findall(log.message)
+            ]
+        return found if len(found) >= runs else None
+
+    return sum(wait_until(logged, 60, "the runs' acquisition logs", 0.5))
 
 
 def _cpu(prefect_pid: int) -> dict[str, Any]:

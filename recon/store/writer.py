@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, Table, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from recon.diff import Diff
@@ -17,6 +17,8 @@ from recon.schemas.result import RunResult, counts_of
 from recon.store.dialects import dialect_for
 from recon.store.journal import POSITION_UPDATED, SYSTEM_ERROR, append_event, lock_journal
 from recon.store.models import PositionEvent, SyncRun
+
+RUNS = cast(Table, SyncRun.__table__)
 
 
 def apply_reconciliation(
@@ -30,7 +32,9 @@ def apply_reconciliation(
     rows in the same transaction (the Broker API event stream's cursor)."""
     now = datetime.now(UTC)
     with sessions.begin() as session:
-        run = SyncRun(
+        # Core statements, not the ORM's unit of work: an account of a Broker API pass
+        # writes one run row, and the flush of one object cost more than its upsert.
+        run_row = insert(RUNS).values(
             flow_run_id=result.flow_run_id,
             account_id=result.account_id,
             status="completed",
@@ -39,10 +43,9 @@ def apply_reconciliation(
             market_open=result.market_open,
             **counts_of(result.summary),
         )
-        session.add(run)
-        session.flush()
-        _upsert(session, pd.concat([diff.created, diff.updated]), now, run.id)
-        _refresh(session, diff.refreshed, now, run.id)
+        run_id: int = session.execute(run_row.returning(RUNS.c.id)).scalar_one()
+        _upsert(session, pd.concat([diff.created, diff.updated]), now, run_id)
+        _refresh(session, diff.refreshed, now, run_id)
         _delete(session, result.account_id, diff.removed.index.tolist())
         event_id = None
         if diff.has_changes:
@@ -53,7 +56,7 @@ def apply_reconciliation(
                     type=POSITION_UPDATED,
                     payload=message.dump(),
                     account_id=result.account_id,
-                    sync_run_id=run.id,
+                    sync_run_id=run_id,
                     flow_run_id=result.flow_run_id,
                     changes=diff.changes[share],
                 )
@@ -62,8 +65,8 @@ def apply_reconciliation(
             event_id = ids[0]
         if also is not None:
             also(session)
-        final = result.model_copy(update={"sync_run_id": run.id, "event_id": event_id})
-        run.result = final.record()
+        final = result.model_copy(update={"sync_run_id": run_id, "event_id": event_id})
+        session.execute(update(RUNS).where(RUNS.c.id == run_id).values(result=final.record()))
     return final
 
 
