@@ -10,9 +10,9 @@ positions created), `recon serve` and, with K > 1, `RECON_SHARDS=K` and K proces
 - **floor**: the `/v1` requests the pass made (counted at the simulator, 429s excluded) ÷
   the limit: no client can finish sooner;
 - **429s**: the simulator's answers over its limit; failed accounts (and why) from `sync_runs`;
-- **DB**: per account, its last request's arrival at the simulator → its `sync_runs` row's
-  commit (`finished_at`): parse, checks, lock, book read, diff, write; summed, and as a
-  share of the pass's thread time (wall * processes * `RECON_BROKER_PARALLELISM`);
+- **fetch → commit**: per account, its last request's arrival at the simulator → its
+  `sync_runs` row's commit (with RECON_BROKER_FETCH_GROUP > 1 it includes waiting for the
+  group's earlier accounts to apply), median; **DB share**: PostgreSQL's part of the CPU;
 - **peak RSS** of each flow-run process (VmHWM polled from /proc): of the shards' processes
   on the workers, and of the parent's on the runner;
 - **CPU** per account, by where it was spent (`benchmarks/cpu.py`): the flow-run
@@ -192,8 +192,11 @@ def _cpu_since(
     spent = {key: after[key] - before[key] for key in ("prefect", "postgres", "simulator")}
     spent["flow"] = sum(peaks.cpu.values())
     per_account = {f"cpu_{key}_ms": seconds * 1000 / n for key, seconds in spent.items()}
+    total = sum(spent.values())
     return per_account | {
-        "cpu_total_ms": sum(spent.values()) * 1000 / n,
+        "cpu_total_ms": total * 1000 / n,
+        # The database's share: PostgreSQL's CPU (the app's and the Prefect server's) of all.
+        "db_share": spent["postgres"] / total if total else None,
         "machine_busy": after["machine"].share_since(before["machine"]),
     }
 
@@ -233,7 +236,6 @@ def _measure(
     ]
     wall = (run.end_time - run.start_time).total_seconds() if run.end_time else None
     floor = len(admitted) / (PER_MINUTE / 60)
-    threads_in_all = max(1, workers) * threads
     positions = sum(r.created_count + r.updated_count + r.unchanged_count for r in applied)
     return {
         "figure": "broker",
@@ -250,9 +252,7 @@ def _measure(
         "failed": len(failed),
         "failed_429": sum("429" in (r.reason or "") or "rate" in (r.reason or "") for r in failed),
         "failed_reasons": sorted({(r.reason or "")[:200] for r in failed})[:5],
-        "db_sum_s": sum(db_seconds),
         "db_median_ms": (median(db_seconds) or 0) * 1000,
-        "db_share": sum(db_seconds) / (wall * threads_in_all) if wall else None,
         "parallelism": threads,
     }
 
