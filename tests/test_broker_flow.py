@@ -20,7 +20,7 @@ from prefect.settings import PREFECT_API_URL
 from sqlalchemy import select
 
 from flows.reconcile import reconcile_positions
-from recon.broker.pacing import RATE_LIMIT_NAME, Pacer, rate_limit_shape
+from recon.broker.pacing import RATE_LIMIT_NAME, RESERVATION_SECONDS, Pacer, rate_limit_shape
 from recon.broker.slots import SlotQueue, acquisitions
 from recon.settings import Settings
 from recon.store.database import session_factory
@@ -300,9 +300,20 @@ def test_reserved_slots_are_spent_in_their_block_and_dropped_after() -> None:
             assert pacer.wait_out(0.0)  # a 429 with its reset already here
             pacer.admit()
         assert taken() == 11
+        # A slot not spent within RESERVATION_SECONDS of its grant is dropped too.
+        now = [0.0]
+        late = Pacer(Settings(), limit_name=name, clock=lambda: now[0])
+        with late.reserved(2):
+            now[0] += RESERVATION_SECONDS / 2
+            late.admit()
+            assert taken() == 13
+            now[0] += RESERVATION_SECONDS
+            late.admit()
+            assert taken() == 14
         client.delete_global_concurrency_limit_by_name(name)
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the pacing's, not the store's
 def test_a_batch_fetches_a_group_of_accounts_on_one_acquisition(
     broker_mode: str, bsim: Sim, env: pytest.MonkeyPatch
 ) -> None:

@@ -83,6 +83,7 @@ class Pacer:
         *,
         limit_name: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._limit_name = limit_name
         # Never ask for more at once than the limit holds: such a request waits forever.
@@ -90,6 +91,7 @@ class Pacer:
         self._max_wait = settings.rate_limit_max_wait_seconds
         self.max_waits = settings.rate_limit_max_waits
         self._sleep = sleep
+        self._clock = clock
         self.waited = 0  # 429s waited out, for the logs
         # Slots taken ahead by `reserved` and not yet spent by `admit`, and their grant.
         self._banked = 0
@@ -112,7 +114,7 @@ class Pacer:
             return
         slot_queue(self._limit_name, self._most).take(slots)
         with self._lock:
-            self._banked, self._banked_at = slots, time.monotonic()
+            self._banked, self._banked_at = slots, self._clock()
         try:
             yield
         finally:
@@ -124,7 +126,7 @@ class Pacer:
         if self._limit_name is None:
             return
         with self._lock:
-            if self._banked and time.monotonic() - self._banked_at <= RESERVATION_SECONDS:
+            if self._banked and self._clock() - self._banked_at <= RESERVATION_SECONDS:
                 self._banked -= 1
                 return
             self._banked = 0
