@@ -20,15 +20,19 @@ _FIRST_CREATED = dt.datetime(2026, 1, 5, 14, 30, tzinfo=dt.UTC)
 
 
 class AccountFault(BaseModel):
-    """One account misbehaving: its requests fail (the next `count` of them, or all until
-    cleared), or its summary does not tie out."""
+    """One account misbehaving: its requests fail (`fail`, answering `status`) or are held
+    `delay` seconds before the answer (`stall`), the next `count` of them or all until
+    cleared, or only its `positions` or `account` requests; or its summary does not tie
+    out (`tieout`)."""
 
     model_config = ConfigDict(extra="forbid")
 
     account_id: str = Field(min_length=1)
-    mode: Literal["fail", "tieout"]
+    mode: Literal["fail", "stall", "tieout"]
     status: int = Field(default=500, ge=400, le=599)
     count: int | None = Field(default=None, ge=1)
+    delay: float = Field(default=1.0, gt=0, le=60)
+    only: Literal["positions", "account"] | None = None
 
 
 class BrokerAccounts:
@@ -127,11 +131,14 @@ class BrokerAccounts:
             account["long_market_value"] = str(value)
         return account
 
-    def failing(self, account_id: str) -> AccountFault | None:
-        """The account's `fail` fault for this request, one of its `count` used up."""
+    def failing(self, account_id: str, mode: str = "fail", path: str = "") -> AccountFault | None:
+        """The account's `mode` fault (`fail` or `stall`) for this request (`path`), one of
+        its `count` used up."""
         with self._lock:
             fault = self.faults.get(account_id)
-            if fault is None or fault.mode != "fail":
+            if fault is None or fault.mode != mode:
+                return None
+            if fault.only is not None and not path.endswith(f"/{fault.only}"):
                 return None
             if fault.count is not None:
                 if fault.count > 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import datetime as dt
@@ -73,6 +74,10 @@ def broker_router(sim: Simulator, now: Callable[[], dt.datetime]) -> APIRouter:
         request: Request, build: Callable[[], object], account_id: str | None = None
     ) -> Response:
         entry = sim.log.start(request.method, request.url.path)
+        path = request.url.path
+        stall = sim.accounts.failing(account_id, "stall", path) if account_id else None
+        if stall is not None:  # logged on arrival, answered later
+            await asyncio.sleep(stall.delay)
         response = _answer(sim, request, build, account_id)
         sim.log.finish(entry, response.status_code)
         return response
@@ -129,7 +134,7 @@ def _answer(
     if account_id is not None:
         if not sim.accounts.knows(account_id):
             return JSONResponse(_NOT_FOUND, status_code=404, headers=headers)
-        fault = sim.accounts.failing(account_id)
+        fault = sim.accounts.failing(account_id, "fail", request.url.path)
         if fault is not None:
             body = ERROR_BODIES.get(fault.status, {"message": "request failed"})
             return JSONResponse(body, status_code=fault.status, headers=headers)

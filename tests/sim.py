@@ -105,11 +105,19 @@ class Sim:
         return ids
 
     def account_fault(
-        self, account_id: str, mode: str, status: int = 500, count: int | None = None
+        self,
+        account_id: str,
+        mode: str,
+        status: int = 500,
+        count: int | None = None,
+        delay: float = 1.0,
+        only: str | None = None,
     ) -> None:
-        """`fail`: the account's requests (its next `count`) answer `status`; `tieout`: its
-        summary is off."""
+        """`fail`: the account's requests (its next `count`; with `only`, of its `positions`
+        or `account` requests) answer `status`; `stall`: they are answered `delay` seconds
+        late; `tieout`: its summary is off."""
         fault = {"account_id": account_id, "mode": mode, "status": status, "count": count}
+        fault |= {"delay": delay, "only": only}
         self._control("POST", "/broker/fault", fault)
 
     def broker_rate_limit(self, per_minute: int, burst: int | None = None) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from recon.broker.broker_api import BrokerApi
+from recon.broker.protocol import RawSnapshot
 from recon.errors import BrokerRateLimitedError, BrokerRejectedError, ConfigurationError
 from recon.settings import Settings
 from simulator.server import SimulatorConfig, SimulatorServer
@@ -87,6 +88,24 @@ def test_one_failing_account_fails_alone(bsim: Sim) -> None:
     with pytest.raises(BrokerRejectedError, match="HTTP 403"):
         api(bsim).broker_for(first).fetch_snapshot()
     assert api(bsim).broker_for(second).fetch_snapshot().positions
+
+
+def test_a_group_fetch_keeps_each_accounts_error_its_own(bsim: Sim) -> None:
+    first, failing, third, *_ = bsim.account_ids()
+    bsim.account_fault(failing, "fail", status=403)
+    found = api(bsim).fetch_snapshots([first, failing, third], None)
+    assert isinstance(found[1], BrokerRejectedError) and "HTTP 403" in str(found[1])
+    assert [f.account["id"] for f in found if isinstance(f, RawSnapshot)] == [first, third]
+
+
+def test_a_stall_fault_holds_only_the_requests_it_names(bsim: Sim) -> None:
+    account_id = bsim.account_ids()[0]
+    bsim.account_fault(account_id, "stall", count=2, delay=1.0, only="account")
+    started = time.monotonic()
+    assert api(bsim).broker_for(account_id).fetch_snapshot().positions
+    assert time.monotonic() - started >= 1.0
+    # The positions request went by untouched: the summary used one of the two counts.
+    assert [f["count"] for f in bsim.broker_state()["faults"]] == [1]
 
 
 def test_an_unknown_account_is_a_rejection(bsim: Sim) -> None:

@@ -337,6 +337,51 @@ def test_a_batch_fetches_a_group_of_accounts_on_one_acquisition(
     assert books(broker_mode).keys() == set(ids)
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the flow's, not the store's
+def test_a_batch_that_fails_whole_hands_its_accounts_back_one_by_one(
+    broker_mode: str, bsim: Sim, env: pytest.MonkeyPatch
+) -> None:
+    """Two batches of two on one thread. While the first batch's last request (its second
+    account's summary) is held at the broker, an operator deletes the global rate limit: the second
+    batch cannot take its slots, so its task run fails whole, before any account of it.
+    Its accounts go to `reconcile-account` one by one, fail there too (the limit is gone),
+    and are journaled with the reason; the first batch's applied. The next run (which
+    creates the limit again) applies them."""
+    env.setenv("RECON_BROKER_BATCH_SIZE", "2")
+    env.setenv("RECON_BROKER_PARALLELISM", "1")
+    env.setenv("RECON_BROKER_FETCH_GROUP", "2")
+    env.setenv("RECON_HTTP_TIMEOUT_SECONDS", "30")  # the hold is not a timeout
+    ids = bsim.account_ids()
+    held = f"/v1/trading/accounts/{ids[1]}/account"
+    # Held long enough for the deletion below on a loaded machine.
+    bsim.account_fault(ids[1], "stall", count=1, delay=8.0, only="account")
+    states: list[Any] = []
+    runner = threading.Thread(target=lambda: states.append(run()))
+    runner.start()
+    try:
+        wait_until(lambda: bsim.requests(held), 60, "the first batch's last request held")
+        with get_client(sync_client=True) as client:
+            client.delete_global_concurrency_limit_by_name(RATE_LIMIT_NAME)
+    finally:
+        runner.join(120)
+    assert states and states[0].is_completed(), states
+    result = states[0].result()
+    assert result["accounts"]["applied"] == 2
+    failed = {f["accountId"]: f["error"] for f in result["accounts"]["failedAccounts"]}
+    assert list(failed) == ids[2:]
+    assert all("must be created" in reason for reason in failed.values()), failed
+    assert sorted(books(broker_mode)) == sorted(ids[:2])
+    errors = [e for e in journal(broker_mode) if e.type == SYSTEM_ERROR]
+    assert sorted(e.payload["accountId"] for e in errors) == sorted(ids[2:])
+    names = task_runs(result["flowRunId"], 5)
+    assert names == Counter({"list-accounts": 1, "reconcile-accounts": 2, "reconcile-account": 2})
+
+    again = run()
+    assert again.is_completed(), again.message
+    assert again.result()["accounts"]["applied"] == ACCOUNTS
+    assert sorted(books(broker_mode)) == sorted(ids)
+
+
 def test_accounts_mapped_a_window_at_a_time_are_all_reconciled(
     broker_mode: str, bsim: Sim, env: pytest.MonkeyPatch
 ) -> None:
