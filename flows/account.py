@@ -117,7 +117,7 @@ def reconcile_batch(
     """Each account of the batch in turn, each its own unit: one account's error is that
     account's alone, and the batch goes on. The snapshots are fetched a few accounts at a
     time (RECON_BROKER_FETCH_GROUP) on one rate-limit acquisition: each acquisition costs
-    the Prefect server a write, and one per account was most of its share of a pass."""
+    the Prefect server a write, and they were the largest single part of its share."""
     settings = get_settings()
     api = BrokerApi.for_thread(settings)
     size = api.group_size(settings.broker_fetch_group)
