@@ -57,6 +57,7 @@ QUICK_WORKERS = [1, 2]
 PARALLELISM = [8]  # RECON_BROKER_PARALLELISM, its default: threads per flow-run process
 ACCOUNT_IN_PATH = re.compile(r"^/v1/trading/accounts/([^/]+)/")
 ACQUISITIONS = re.compile(r"\"rateLimitAcquisitions\": (\d+)")
+FETCH_GROUP_DEFAULT = Settings.model_fields["broker_fetch_group"].default
 
 
 def bench_broker(dialect: str, args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
@@ -149,7 +150,8 @@ def _pass(
         | {
             "dialect": dialect,
             "prefect_db": args.broker_prefect_db,
-            "fetch_group": args.broker_fetch_group or Settings().broker_fetch_group,
+            # The pass's own environment has no RECON_* of this shell's: unset is the default.
+            "fetch_group": args.broker_fetch_group or FETCH_GROUP_DEFAULT,
             "worker_peak_rss_mb": max(shard_peaks or parent_peaks, default=None),
             "shard_peaks_mb": shard_peaks,
             # Workers that ran at least one shard (each runs one at a time: `--limit 1`).
